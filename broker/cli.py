@@ -1,0 +1,151 @@
+"""`museum site …`, `museum device …`, `museum broker …`: the site's broker, from the command line."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from broker.mosquitto import MosquittoError, MosquittoProcess, log_tail, running_pid
+from broker.site import Site, enroll_device, init_site, load_site
+from protocol.events import DEVICE_KINDS
+
+SITE_DIR = click.Path(path_type=Path, file_okay=False, exists=True)
+
+
+def _load(directory: Path) -> Site:
+    try:
+        return load_site(directory)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group()
+def site() -> None:
+    """The site directory: broker configuration, TLS material and credentials."""
+
+
+@site.command("init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--site-id", required=True, help="The site's identifier, as in every topic (e.g. louvre-lens).")
+@click.option("--tls-port", type=click.IntRange(1, 65535), default=8883, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address the TLS listener binds to.")
+@click.option("--hostname", "hostnames", multiple=True,
+              help="Extra name or address of the broker for its certificate; the first is what devices use.")
+@click.option("--plain-loopback-port", type=click.IntRange(1, 65535), default=None,
+              help="Also listen without TLS on 127.0.0.1 (demo and tests only).")
+def init(directory: Path, site_id: str, tls_port: int, bind: str, hostnames: tuple[str, ...],
+         plain_loopback_port: int | None) -> None:
+    """Create a new site in DIRECTORY (which must not exist or be empty)."""
+    try:
+        created = init_site(directory, site_id, tls_port=tls_port, bind=bind,
+                            plain_loopback_port=plain_loopback_port, hostnames=hostnames)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Created site {created.site_id!r} in {created.root}")
+    click.echo(f"  broker: TLS on {created.bind}:{created.tls_port}, devices will use {created.broker_host}")
+    if created.plain_loopback_port is not None:
+        click.echo(f"  plain loopback listener on 127.0.0.1:{created.plain_loopback_port} (demo/tests only)")
+    click.echo(f"  site CA: {created.ca_file}")
+    click.echo(f"  hub client configuration: {created.hub_config}")
+    click.echo(f"Next: museum device enroll NAME --kind KIND --site {created.root}; "
+               f"museum broker run --site {created.root}")
+
+
+@click.group()
+def device() -> None:
+    """The devices of a site: kiosks, BLE gateways, QR readers."""
+
+
+@device.command("enroll")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(DEVICE_KINDS), required=True)
+@click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
+def enroll(name: str, kind: str, site_dir: Path) -> None:
+    """Give device NAME its credentials and ACL, and write the configuration to copy onto it."""
+    loaded = _load(site_dir)
+    try:
+        path = enroll_device(loaded, name, kind)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Enrolled {kind} {name!r} at site {loaded.site_id!r}.")
+    click.echo(f"Its configuration, with its password (keep it 0600): {path}")
+    if loaded.plain_loopback_port is not None:
+        click.echo(f"This is a demo/test site: the configuration points at 127.0.0.1:{loaded.plain_loopback_port}, "
+                   "for a device process on this machine.")
+    else:
+        click.echo("Copy it to the device, with the site CA its ca_file names, for example:")
+        click.echo(f"  scp {path} {name}:/etc/museum/device.toml")
+        click.echo(f"  scp {loaded.ca_file} {name}:/etc/museum/ca.crt   "
+                   "# then set ca_file = \"ca.crt\" (relative to the configuration)")
+    if running_pid(loaded) is not None:
+        click.echo("The running broker has reloaded its passwords and ACL: the device can connect now.")
+    else:
+        click.echo("The broker is not running; the device can connect once it is started.")
+
+
+@click.group()
+def broker() -> None:
+    """The site's Mosquitto broker."""
+
+
+@broker.command("run")
+@click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
+@click.option("--advertise/--no-advertise", default=True, show_default=True,
+              help="Announce the broker over mDNS (_mqtt._tcp) so devices find it.")
+@click.option("--interface", "interfaces", multiple=True, help="Address to advertise on (default: all).")
+def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
+    """Run Mosquitto in the foreground until SIGTERM or Ctrl-C, then stop it cleanly."""
+    loaded = _load(site_dir)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before Mosquitto starts, so a stop requested during start-up still ends in a clean stop.
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        process = MosquittoProcess.start(loaded)
+    except (OSError, MosquittoError) as error:
+        _restore(previous)
+        raise click.ClickException(str(error)) from None
+    advertisement = None
+    try:
+        process.wait_ready(15.0)
+        # A service manager's reload (SIGHUP to us) reaches Mosquitto, which re-reads passwd and ACL.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _n, _f: process.reload())
+        click.echo(f"Mosquitto for site {loaded.site_id!r} is running (pid {process.pid}), TLS on "
+                   f"{loaded.bind}:{loaded.tls_port}; log: {loaded.log_file}")
+        if advertise:
+            from protocol.discovery import DiscoveryError, advertise_broker  # keeps zeroconf out of other commands
+
+            try:
+                advertisement = advertise_broker(loaded.site_id, loaded.tls_port, tls=True,
+                                                 interfaces=list(interfaces) or None)
+            except DiscoveryError as error:
+                raise click.ClickException(f"cannot advertise the broker: {error}") from None
+            click.echo(f"Advertised as _mqtt._tcp for site {loaded.site_id!r}.")
+        while not stop.wait(0.5):
+            if not process.alive:
+                raise click.ClickException(f"Mosquitto exited unexpectedly; the end of {loaded.log_file}:\n"
+                                           f"{log_tail(loaded)}")
+    except MosquittoError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        if advertisement is not None:
+            advertisement.close()
+        process.stop()
+        _restore(previous)
+    click.echo("Mosquitto stopped.")
+
+
+def _restore(previous: dict[signal.Signals, Any]) -> None:
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+COMMANDS: list[click.Command] = [site, device, broker]

@@ -1,0 +1,199 @@
+"""The edge hub: reads every device's events from the site broker, stores them once, and acknowledges them.
+
+One thread does everything, in rounds: take what the broker delivered since the last round, validate it with
+the codec, commit it in one transaction (a group commit), and only then tell each device which of its events
+are safe. Input that breaks the contract is quarantined with its reason, counted, and acknowledged as rejected
+so the device stops resending it; the hub itself never stops on input.
+
+The hub's MQTT session is persistent (clean_session false), so the broker queues events while the hub
+restarts. That queue is bounded and can drop (see docs/hub.md); the devices' outboxes are what guarantees that
+nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from broker.hub_store import DeviceSeen, HubStore, QuarantineEntry
+from protocol import topics
+from protocol.codec import decode_event_message, decode_presence, encode_ack, encode_event
+from protocol.config import ClientConfig
+from protocol.errors import ContractError
+from protocol.events import DeviceStatus, Event
+from protocol.ids import format_instant, utc_now
+from protocol.messages import Ack, Rejection
+from protocol.mqtt import Credentials, Endpoint, MqttLink, Received
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    config: ClientConfig
+    db_path: Path
+    stats_file: Path | None = None
+    stats_interval_s: float = 1.0
+
+    @property
+    def endpoint(self) -> Endpoint:
+        broker = self.config.broker
+        return Endpoint(broker.host, broker.port, broker.ca_file if broker.tls else None)
+
+
+@dataclass
+class _Round:
+    """What one round collected, before its commit."""
+
+    events: list[Event] = field(default_factory=list)
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    devices: dict[str, DeviceSeen] = field(default_factory=dict)
+    committed: dict[str, list[str]] = field(default_factory=dict)
+    rejected: dict[str, list[Rejection]] = field(default_factory=dict)
+
+    def see(self, seen: DeviceSeen) -> None:
+        before = self.devices.get(seen.device_id)
+        if before is None:
+            self.devices[seen.device_id] = seen
+            return
+        self.devices[seen.device_id] = DeviceSeen(
+            seen.device_id, seen.kind or before.kind, seen.software_version or before.software_version,
+            seen.state or before.state, seen.state_since or before.state_since)
+
+    def quarantine(self, topic: str, raw: bytes, error: ContractError, device_id: str | None) -> None:
+        self.quarantined.append(QuarantineEntry(topic, raw, error.code, error.detail, device_id, error.event_id))
+        if device_id is not None and error.event_id is not None:
+            self.rejected.setdefault(device_id, []).append(Rejection(error.event_id, f"{error.code}: {error.detail}"))
+
+
+class Hub:
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self.site_id = settings.config.site_id
+        self.store = HubStore(settings.db_path)
+        broker = settings.config.broker
+        self.link = MqttLink(
+            settings.config.client_id, settings.endpoint, Credentials(broker.username, broker.password),
+            clean_session=False,
+            subscriptions=[(topics.all_devices(self.site_id, "events"), 1),
+                           (topics.all_devices(self.site_id, "status"), 1)])
+        self.stored_total = self.store.count_events()
+        self.quarantined_total = self.store.count_quarantined()
+        self.rounds = 0
+        self._last_stats = (time.monotonic(), self.stored_total)
+
+    # --- one round ----------------------------------------------------------------------------------------
+
+    def process(self, messages: list[Received], received_at: datetime | None = None) -> _Round:
+        """Validate, commit and acknowledge one group of messages."""
+        batch = _Round()
+        for message in messages:
+            self._collect(message, batch)
+        try:
+            inserted = self.store.commit_group(batch.events, batch.quarantined, batch.devices.values(),
+                                               received_at or utc_now())
+        except sqlite3.Error:
+            # Nothing is acknowledged, so the devices keep these events and resend them: nothing is lost.
+            log.exception("hub: commit failed; %d events not acknowledged, devices will resend", len(batch.events))
+            time.sleep(0.5)
+            return batch
+        self.stored_total += inserted
+        self.quarantined_total += len(batch.quarantined)
+        self.rounds += 1
+        for device_id in batch.committed.keys() | batch.rejected.keys():
+            ack = Ack(tuple(batch.committed.get(device_id, ())), tuple(batch.rejected.get(device_id, ())))
+            self.link.publish(topics.acks_topic(self.site_id, device_id), encode_ack(ack), qos=1)
+        return batch
+
+    def _collect(self, message: Received, batch: _Round) -> None:
+        try:
+            topic = topics.parse_topic(message.topic)
+            if topic.site_id != self.site_id:
+                raise ContractError("site_mismatch", f"topic is for site {topic.site_id}, this hub serves "
+                                    f"{self.site_id}")
+        except ContractError as error:
+            batch.quarantine(message.topic, message.payload, error, None)
+            return
+        device_id = topic.device_id
+        if device_id is None:
+            return  # site-wide topics are the hub's own output
+        if topic.channel == "events":
+            self._collect_events(message, device_id, batch)
+        elif topic.channel == "status":
+            self._collect_presence(message, device_id, batch)
+
+    def _collect_events(self, message: Received, device_id: str, batch: _Round) -> None:
+        try:
+            decoded = decode_event_message(message.payload)
+        except ContractError as error:
+            batch.quarantine(message.topic, message.payload, error, device_id)
+            return
+        batch.see(DeviceSeen(device_id))
+        for rejected in decoded.rejected:
+            batch.quarantine(message.topic, rejected.raw, rejected.error, device_id)
+        for event in decoded.events:
+            if event.device_id != device_id:
+                error = ContractError("device_mismatch", f"event says device {event.device_id} but was published "
+                                      f"on {device_id}'s topic", event_id=event.event_id)
+                batch.quarantine(message.topic, encode_event(event), error, device_id)
+            elif event.site_id != self.site_id:
+                error = ContractError("site_mismatch", f"event says site {event.site_id}, this hub serves "
+                                      f"{self.site_id}", event_id=event.event_id)
+                batch.quarantine(message.topic, encode_event(event), error, device_id)
+            else:
+                batch.events.append(event)
+                batch.committed.setdefault(device_id, []).append(event.event_id)
+                if isinstance(event, DeviceStatus):
+                    batch.see(DeviceSeen(device_id, event.kind, event.software_version))
+
+    def _collect_presence(self, message: Received, device_id: str, batch: _Round) -> None:
+        if not message.payload:
+            return  # a cleared retained status: nothing to record
+        try:
+            presence = decode_presence(message.payload)
+            if presence.device_id != device_id:
+                raise ContractError("device_mismatch", f"status says device {presence.device_id} but was published "
+                                    f"on {device_id}'s topic")
+        except ContractError as error:
+            batch.quarantine(message.topic, message.payload, error, device_id)
+            return
+        batch.see(DeviceSeen(device_id, presence.kind, presence.software_version, presence.state, presence.since))
+
+    # --- the service --------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("hub: site %s, broker %s, database %s", self.site_id, self.settings.endpoint,
+                 self.settings.db_path)
+        next_stats = time.monotonic()
+        try:
+            while not stop.is_set():
+                messages = self.link.poll(0.2)
+                if messages:
+                    self.process(messages)
+                if self.settings.stats_file is not None and time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self.settings.stats_interval_s
+                    self.write_stats_file(self.settings.stats_file)
+        finally:
+            self.link.close()
+            self.store.close()
+
+    def write_stats_file(self, path: Path) -> None:
+        """Live figures for watchers that must not open the database (the demo's dashboard, monitoring)."""
+        now = time.monotonic()
+        then, stored_then = self._last_stats
+        rate = (self.stored_total - stored_then) / (now - then) if now > then else 0.0
+        self._last_stats = (now, self.stored_total)
+        online = [row["device_id"] for row in self.store.devices() if row["state"] == "online"]
+        figures = {"site_id": self.site_id, "updated_at": format_instant(utc_now()), "connected": self.link.connected,
+                   "stored_total": self.stored_total, "events_per_s": round(rate, 1),
+                   "quarantined_total": self.quarantined_total, "devices_online": online}
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(figures), encoding="utf-8")
+        os.replace(temporary, path)

@@ -1,0 +1,385 @@
+"""The site directory: everything one museum's broker and hub need, created once by `museum site init`.
+
+    <root>/
+      site.toml              site settings and the list of enrolled devices (the source the ACL is built from)
+      hub.toml               the hub's MQTT client configuration (holds its password: 0600)
+      hub/                   the hub's data (its SQLite store)
+      devices/<id>.toml      one client configuration per enrolled device, to copy onto it (0600)
+      tls/ca.crt, ca.key     the site CA: every client trusts this certificate and nothing else
+      tls/server.crt, .key   the broker's certificate, signed by the site CA
+      mosquitto/mosquitto.conf, passwd, acl, mosquitto.log, mosquitto.pid, data/ (persistence)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from broker import passwords, tls
+from broker.mosquitto import reload_running
+from protocol.config import BrokerSettings, ClientConfig, OutboxSettings
+from protocol.events import DEVICE_KINDS
+from protocol.fields import IDENTIFIER
+from protocol.topics import acks_topic, all_devices, commands_topic, content_topic, events_topic, status_topic
+
+HUB_USERNAME = "hub"
+DEFAULT_MAX_QUEUED_MESSAGES = 10_000
+DEFAULT_AUTOSAVE_INTERVAL = 10
+MAX_QUEUED_BYTES = 128 * 1024 * 1024
+MAX_INFLIGHT_MESSAGES = 100
+MAX_PACKET_SIZE = 2 * 1024 * 1024
+DEVICE_OUTBOX_PATH = Path("/var/lib/museum/outbox.sqlite")
+SITE_FILE = "site.toml"
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+    site_id: str
+    tls_port: int
+    bind: str
+    plain_loopback_port: int | None
+    hostnames: tuple[str, ...] = ()
+    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+    autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL
+
+    @property
+    def site_file(self) -> Path:
+        return self.root / SITE_FILE
+
+    @property
+    def mosquitto_dir(self) -> Path:
+        return self.root / "mosquitto"
+
+    @property
+    def mosquitto_conf(self) -> Path:
+        return self.mosquitto_dir / "mosquitto.conf"
+
+    @property
+    def password_file(self) -> Path:
+        return self.mosquitto_dir / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.mosquitto_dir / "acl"
+
+    @property
+    def persistence_dir(self) -> Path:
+        return self.mosquitto_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.mosquitto_dir / "mosquitto.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.mosquitto_dir / "mosquitto.pid"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.tls_dir / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.tls_dir / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.tls_dir / "server.key"
+
+    @property
+    def hub_config(self) -> Path:
+        return self.root / "hub.toml"
+
+    @property
+    def devices_dir(self) -> Path:
+        return self.root / "devices"
+
+    @property
+    def hub_data_dir(self) -> Path:
+        return self.root / "hub"
+
+    @property
+    def broker_host(self) -> str:
+        """The name devices use for the broker when discovery finds nothing."""
+        return self.hostnames[0] if self.hostnames else tls.broker_hostname(self.site_id)
+
+    def device_config(self, device_id: str) -> Path:
+        return self.devices_dir / f"{device_id}.toml"
+
+
+# --- creating and loading --------------------------------------------------------------------------------
+
+def init_site(root: Path, site_id: str, *, tls_port: int = 8883, bind: str = "0.0.0.0",
+              plain_loopback_port: int | None = None, hostnames: Iterable[str] = (),
+              max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+              autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL) -> Site:
+    """Create a new site directory: settings, TLS material, Mosquitto configuration and the hub's credentials."""
+    root = Path(root).absolute()
+    site = Site(root=root, site_id=site_id, tls_port=tls_port, bind=bind, plain_loopback_port=plain_loopback_port,
+                hostnames=tuple(hostnames), max_queued_messages=max_queued_messages,
+                autosave_interval=autosave_interval)
+    _check_settings(site)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} already exists and is not empty; a site directory is created once, "
+                              "into a new or empty directory (load an existing one instead of re-initialising it)")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        _populate(site)
+    except BaseException:
+        # Leave the directory as it was (empty), so the same command can simply be run again once corrected.
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        raise
+    return site
+
+
+def _populate(site: Site) -> None:
+    # The keys in tls/ protect themselves (0600); the directory stays open so Mosquitto, once it has dropped
+    # privileges, can reach its own certificate and key. devices/ holds every device's password.
+    for directory, mode in ((site.tls_dir, 0o755), (site.devices_dir, 0o700), (site.hub_data_dir, 0o700),
+                            (site.mosquitto_dir, 0o755), (site.persistence_dir, 0o700)):
+        directory.mkdir(mode=mode, exist_ok=True)
+        os.chmod(directory, mode)
+
+    tls.create_ca(site.site_id, site.ca_file, site.ca_key)
+    tls.create_server_certificate(site.site_id, site.ca_file, site.ca_key, site.server_cert, site.server_key,
+                                  site.hostnames)
+    _write_site_file(site, {})
+    site.mosquitto_conf.write_text(mosquitto_config(site), encoding="utf-8")
+
+    hub_password = secrets.token_urlsafe(24)
+    passwords.write_password_file(site.password_file, {HUB_USERNAME: passwords.hash_password(hub_password)})
+    write_acl(site)
+    loopback = site.plain_loopback_port is not None
+    hub = ClientConfig(
+        site_id=site.site_id, client_id=HUB_USERNAME, kind="hub",
+        broker=BrokerSettings(host="127.0.0.1", port=site.plain_loopback_port if loopback else site.tls_port,
+                              username=HUB_USERNAME, password=hub_password, tls=not loopback,
+                              ca_file=site.ca_file, discover=False),
+    )
+    hub.save(site.hub_config)
+
+
+def load_site(root: Path) -> Site:
+    """The site whose directory is `root` (as written by `init_site`)."""
+    root = Path(root).absolute()
+    data = _read_site_file(root)
+    try:
+        site = Site(root=root, site_id=data["site_id"], tls_port=int(data["tls_port"]), bind=data["bind"],
+                    plain_loopback_port=(int(data["plain_loopback_port"]) if "plain_loopback_port" in data
+                                         else None),
+                    hostnames=tuple(data.get("hostnames", ())),
+                    max_queued_messages=int(data.get("max_queued_messages", DEFAULT_MAX_QUEUED_MESSAGES)),
+                    autosave_interval=int(data.get("autosave_interval", DEFAULT_AUTOSAVE_INTERVAL)))
+    except KeyError as missing:
+        raise ValueError(f"{root / SITE_FILE}: missing setting {missing}") from None
+    _check_settings(site)
+    return site
+
+
+def enrolled_devices(site: Site) -> dict[str, str]:
+    """device_id → kind of every device enrolled at the site."""
+    return dict(_read_site_file(site.root).get("devices", {}))
+
+
+def enroll_device(site: Site, device_id: str, kind: str) -> Path:
+    """Give a new device credentials and its ACL; returns the path of the client configuration to copy onto it.
+
+    A running broker is told to reload (SIGHUP), so the device can connect at once without a restart.
+    """
+    if kind not in DEVICE_KINDS:
+        raise ValueError(f"device kind {kind!r} is unknown; it must be one of {', '.join(DEVICE_KINDS)}")
+    if not isinstance(device_id, str) or IDENTIFIER.match(device_id) is None:
+        raise ValueError(f"device id {device_id!r} is not an identifier (lowercase letters, digits and '-', "
+                         "at most 63, not starting with '-')")
+    if device_id == HUB_USERNAME:
+        raise ValueError(f"device id {HUB_USERNAME!r} is reserved for the hub's own MQTT account")
+    devices = enrolled_devices(site)
+    if device_id in devices:
+        raise ValueError(f"device {device_id!r} is already enrolled at site {site.site_id!r} "
+                         f"(as a {devices[device_id]}); pick another id")
+
+    password = secrets.token_urlsafe(24)
+    loopback = site.plain_loopback_port is not None
+    if loopback:
+        # A demo or test site: the device runs on this machine and uses the plain loopback listener.
+        broker = BrokerSettings(host="127.0.0.1", port=site.plain_loopback_port or 0, username=device_id,
+                                password=password, tls=False, ca_file=site.ca_file, discover=False)
+        outbox = OutboxSettings(site.devices_dir / f"{device_id}.outbox.sqlite")
+    else:
+        broker = BrokerSettings(host=site.broker_host, port=site.tls_port, username=device_id, password=password,
+                                tls=True, ca_file=site.ca_file, discover=True)
+        outbox = OutboxSettings(DEVICE_OUTBOX_PATH)
+    config = ClientConfig(site_id=site.site_id, client_id=device_id, kind=kind, broker=broker, outbox=outbox)
+    path = site.device_config(device_id)
+    config.save(path)
+
+    passwords.set_password(site.password_file, device_id, password)
+    _write_site_file(site, {**devices, device_id: kind})
+    write_acl(site)
+    reload_running(site)
+    return path
+
+
+# --- generated files -------------------------------------------------------------------------------------
+
+def acl_text(site_id: str, devices: Iterable[str]) -> str:
+    """The whole ACL: the hub's rights, then one block per device confined to its own topics."""
+    lines = [
+        "# Generated by `museum site init` / `museum device enroll`; rewritten as a whole on every enrollment,",
+        "# so edit the site (site.toml), not this file. Lines before the first `user` would apply to anonymous",
+        "# clients: there are none, and anonymous clients are refused anyway.",
+        "",
+        "# The hub reads every device's events and status, answers with acks and commands, owns the content.",
+        f"user {HUB_USERNAME}",
+        f"topic read {all_devices(site_id, 'events')}",
+        f"topic read {all_devices(site_id, 'status')}",
+        f"topic write {all_devices(site_id, 'acks')}",
+        f"topic write {all_devices(site_id, 'commands')}",
+        f"topic readwrite {content_topic(site_id)}",
+    ]
+    for device_id in sorted(devices):
+        lines += [
+            "",
+            f"user {device_id}",
+            f"topic write {events_topic(site_id, device_id)}",
+            # readwrite: the device publishes its retained status and sees it back, to know it stuck.
+            f"topic readwrite {status_topic(site_id, device_id)}",
+            f"topic read {commands_topic(site_id, device_id)}",
+            f"topic read {acks_topic(site_id, device_id)}",
+            f"topic read {content_topic(site_id)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_acl(site: Site) -> None:
+    passwords.replace_file(site.acl_file, acl_text(site.site_id, enrolled_devices(site)), mode=0o600)
+
+
+def mosquitto_config(site: Site) -> str:
+    """The broker's configuration, every setting with the reason it is set."""
+    text = f"""\
+# Mosquitto configuration of museum site {site.site_id!r}, generated by `museum site init`.
+# Regenerate rather than edit: the site directory is the source of truth.
+
+# One set of authentication and ACL rules for every listener, so the loopback listener (when there is one)
+# is exactly as strict as the network one. With this false, the auth settings below are global.
+per_listener_settings false
+# Every client has an account: devices and the hub alike. Nobody may connect without one.
+allow_anonymous false
+password_file {site.password_file}
+acl_file {site.acl_file}
+
+# The hub's persistent session (its queue of device events) must survive a broker restart.
+persistence true
+persistence_location {site.persistence_dir}
+# Mosquitto writes its database only at shutdown or every autosave_interval seconds, so a kill -9 or power
+# cut loses what the hub's session queued since the last save. Keep the window short; devices resend
+# anything the hub has not acknowledged, so a lost window is a delay, not a loss.
+autosave_interval {site.autosave_interval}
+
+# The broker's queue is a buffer, not storage: the devices' outboxes are the storage, and each device keeps
+# only a bounded window of messages in flight until the hub acknowledges them. These bounds keep a hub that is
+# down for hours from filling the broker's memory; anything dropped here is still in an outbox and resent.
+max_queued_messages {site.max_queued_messages}
+max_queued_bytes {MAX_QUEUED_BYTES}
+max_inflight_messages {MAX_INFLIGHT_MESSAGES}
+# Larger than the largest payload the contract allows (protocol.codec.MAX_MESSAGE_BYTES, 512 KiB), so an
+# oversize message still reaches the hub, which quarantines it with a reason instead of the device being
+# disconnected without one; but bounded, so one client cannot make the broker buffer an arbitrary packet.
+# (message_size_limit is deliberately not used: it drops messages silently.)
+max_packet_size {MAX_PACKET_SIZE}
+
+log_dest file {site.log_file}
+log_type error
+log_type warning
+log_type notice
+log_type information
+# Connections and refusals are what staff need to see when a device does not show up.
+connection_messages true
+log_timestamp true
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+
+# The network listener: TLS only. Clients verify this certificate against the site CA.
+listener {site.tls_port} {site.bind}
+cafile {site.ca_file}
+certfile {site.server_cert}
+keyfile {site.server_key}
+tls_version tlsv1.2
+# The client id is the username, so a device cannot take over (disconnect) another device's session.
+use_username_as_clientid true
+"""
+    if site.plain_loopback_port is not None:
+        text += f"""
+# Plain MQTT on the loopback interface only, for the demo and the tests, where every client runs on this
+# machine. Never on a production site: reachable only from this host, but unencrypted.
+listener {site.plain_loopback_port} 127.0.0.1
+use_username_as_clientid true
+"""
+    return text
+
+
+# --- site.toml -------------------------------------------------------------------------------------------
+
+def _write_site_file(site: Site, devices: Mapping[str, str]) -> None:
+    data: dict[str, Any] = {"site_id": site.site_id, "tls_port": site.tls_port, "bind": site.bind}
+    if site.plain_loopback_port is not None:
+        data["plain_loopback_port"] = site.plain_loopback_port
+    data |= {"hostnames": list(site.hostnames), "max_queued_messages": site.max_queued_messages,
+             "autosave_interval": site.autosave_interval, "devices": dict(sorted(devices.items()))}
+    header = ("# Site settings, written by `museum site init`; `museum device enroll` adds to [devices].\n"
+              "# The Mosquitto configuration, passwd and ACL are generated from this file.\n")
+    passwords.replace_file(site.site_file, header + tomli_w.dumps(data), mode=0o644)
+
+
+def _read_site_file(root: Path) -> dict[str, Any]:
+    path = root / SITE_FILE
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root} is not a site directory (no {SITE_FILE}); create one with "
+                                "`museum site init`") from None
+
+
+def _check_settings(site: Site) -> None:
+    if IDENTIFIER.match(site.site_id) is None:
+        raise ValueError(f"site id {site.site_id!r} is not an identifier (lowercase letters, digits and '-', "
+                         "at most 63)")
+    ports = [site.tls_port] + ([site.plain_loopback_port] if site.plain_loopback_port is not None else [])
+    for port in ports:
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"the TLS port and the plain loopback port must differ (both {site.tls_port})")
+    # Mosquitto's configuration splits values on whitespace: a path or name with a space cannot be written.
+    for value in (str(site.root), site.bind, *site.hostnames):
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} cannot contain whitespace (Mosquitto's configuration cannot express it)")
+    for name in site.hostnames:
+        if not name.isascii():
+            raise ValueError(f"host name {name!r} must be ASCII (write an internationalised name as xn--…)")
+    if site.max_queued_messages < 1:
+        raise ValueError("max_queued_messages must be at least 1 (0 would mean an unbounded queue)")
+    if site.autosave_interval < 1:
+        raise ValueError("autosave_interval must be at least 1 second (0 would save only at shutdown)")

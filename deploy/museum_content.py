@@ -1,0 +1,315 @@
+"""A museum's content as the platform sees it: its rooms (zones) and artworks, with texts in every language.
+
+A museum file is one UTF-8 JSON object; `deploy/sample_museum/museum.json` is the reference example:
+
+    {"site_id": "demo", "name": {"fr": …, "en": …}, "languages": ["fr", "en"],
+     "rooms": [{"zone_id": "impressionnisme", "name": {"fr": …, "en": …}, "capacity": 60}, …],
+     "artworks": [{"artwork_id": "monet-impression-sunrise", "zone_id": "impressionnisme",
+                   "artist": "Claude Monet", "year": "1872", "title": {"fr": …, "en": …},
+                   "text": {"fr": …, "en": …}, "accessibility": {"lsf_video": true}, "popularity": 8}, …]}
+
+Curators edit these files by hand, so loading checks everything and the ValueError names the exact place of
+the first problem (`artworks[3] (vermeer-milkmaid): text has no 'en' version`) rather than failing later on a
+kiosk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.fields import IDENTIFIER, LANGUAGE
+
+SAMPLE_MUSEUM_PATH = Path(__file__).parent / "sample_museum" / "museum.json"
+SAMPLE_MIN_ROOMS = 3
+SAMPLE_MIN_ARTWORKS = 20
+MIN_POPULARITY = 1
+MAX_POPULARITY = 10
+
+_MUSEUM_KEYS = ("site_id", "name", "languages", "rooms", "artworks")
+_ROOM_KEYS = ("zone_id", "name", "capacity")
+_ARTWORK_KEYS = ("artwork_id", "zone_id", "artist", "year", "title", "text", "accessibility", "popularity")
+_ACCESSIBILITY_KEYS = ("lsf_video",)
+
+
+@dataclass(frozen=True)
+class Localized:
+    """One text in each of the museum's languages, in the museum's language order."""
+
+    texts: tuple[tuple[str, str], ...]
+
+    def __getitem__(self, language: str) -> str:
+        for lang, text in self.texts:
+            if lang == language:
+                return text
+        raise KeyError(f"no {language!r} version (have {', '.join(self.languages)})")
+
+    def get(self, language: str, default: str | None = None) -> str | None:
+        try:
+            return self[language]
+        except KeyError:
+            return default
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(lang for lang, _ in self.texts)
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.texts)
+
+
+@dataclass(frozen=True)
+class Room:
+    zone_id: str
+    name: Localized
+    capacity: int
+
+
+@dataclass(frozen=True)
+class Artwork:
+    artwork_id: str
+    zone_id: str
+    artist: str
+    year: str
+    title: Localized
+    text: Localized
+    lsf_video: bool
+    popularity: int
+    """Relative interest, 1 (rarely looked at) to 10 (the work people come for); drives the simulator."""
+
+
+@dataclass(frozen=True)
+class Museum:
+    site_id: str
+    name: Localized
+    languages: tuple[str, ...]
+    rooms: tuple[Room, ...]
+    artworks: tuple[Artwork, ...]
+
+    def room(self, zone_id: str) -> Room:
+        for room in self.rooms:
+            if room.zone_id == zone_id:
+                return room
+        raise KeyError(f"{self.site_id} has no room {zone_id!r} (rooms: {', '.join(self.zone_ids)})")
+
+    def artwork(self, artwork_id: str) -> Artwork:
+        for artwork in self.artworks:
+            if artwork.artwork_id == artwork_id:
+                return artwork
+        raise KeyError(f"{self.site_id} has no artwork {artwork_id!r}")
+
+    def artworks_in(self, zone_id: str) -> tuple[Artwork, ...]:
+        return tuple(artwork for artwork in self.artworks if artwork.zone_id == zone_id)
+
+    @property
+    def zone_ids(self) -> tuple[str, ...]:
+        return tuple(room.zone_id for room in self.rooms)
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+def load_sample_museum() -> Museum:
+    """The demo museum shipped with the platform (5 rooms, 26 public-domain works, French and English)."""
+    return load_museum(SAMPLE_MUSEUM_PATH, min_rooms=SAMPLE_MIN_ROOMS, min_artworks=SAMPLE_MIN_ARTWORKS)
+
+
+def load_museum(path: str | Path, *, min_rooms: int = 1, min_artworks: int = 1) -> Museum:
+    """Read and validate a museum file; ValueError starting with the path says what is wrong and where."""
+    path = Path(path)
+    try:
+        return parse_museum(_read_json(path), min_rooms=min_rooms, min_artworks=min_artworks)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def parse_museum(data: Any, *, min_rooms: int = 1, min_artworks: int = 1) -> Museum:
+    """Validate an already parsed museum object (see the module docstring for the format)."""
+    top = _object(data, "the museum file", _MUSEUM_KEYS)
+    site_id = _identifier(top["site_id"], "site_id")
+    languages = _languages(top["languages"])
+    name = _localized(top["name"], "name", languages)
+
+    rooms = tuple(_room(item, f"rooms[{i}]", languages) for i, item in enumerate(_list(top["rooms"], "rooms")))
+    _unique((room.zone_id for room in rooms), "rooms", "zone_id")
+    if len(rooms) < min_rooms:
+        raise ValueError(f"rooms: {len(rooms)} room(s), at least {min_rooms} required")
+
+    zone_ids = {room.zone_id for room in rooms}
+    artworks = tuple(_artwork(item, f"artworks[{i}]", languages, zone_ids)
+                     for i, item in enumerate(_list(top["artworks"], "artworks")))
+    _unique((artwork.artwork_id for artwork in artworks), "artworks", "artwork_id")
+    if len(artworks) < min_artworks:
+        raise ValueError(f"artworks: {len(artworks)} artwork(s), at least {min_artworks} required")
+    return Museum(site_id, name, languages, rooms, artworks)
+
+
+def museum_to_dict(museum: Museum) -> dict[str, Any]:
+    """The file form of a museum: `parse_museum(museum_to_dict(m)) == m`."""
+    return {
+        "site_id": museum.site_id,
+        "name": museum.name.as_dict(),
+        "languages": list(museum.languages),
+        "rooms": [{"zone_id": room.zone_id, "name": room.name.as_dict(), "capacity": room.capacity}
+                  for room in museum.rooms],
+        "artworks": [{"artwork_id": a.artwork_id, "zone_id": a.zone_id, "artist": a.artist, "year": a.year,
+                      "title": a.title.as_dict(), "text": a.text.as_dict(),
+                      "accessibility": {"lsf_video": a.lsf_video}, "popularity": a.popularity}
+                     for a in museum.artworks],
+    }
+
+
+# --- validation helpers -----------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> Any:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read the file: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"byte {error.start} is not valid UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        # A hand-edited file with a key twice would otherwise silently keep only the last value.
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _object(value: Any, where: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a JSON object, got {_json_type(value)}")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(keys)})")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a JSON list, got {_json_type(value)}")
+    return value
+
+
+def _identifier(value: Any, where: str) -> str:
+    if not isinstance(value, str) or IDENTIFIER.match(value) is None:
+        raise ValueError(f"{where} must be an identifier (lowercase letters, digits and '-', starting with a "
+                         f"letter or digit, at most 63), got {_show(value)}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where} must be non-empty text, got {_show(value)}")
+    return value
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    items = _list(value, "languages")
+    if not items:
+        raise ValueError("languages must list at least one language")
+    for item in items:
+        if not isinstance(item, str) or LANGUAGE.match(item) is None:
+            raise ValueError(f"languages: {_show(item)} is not a language tag such as fr, en or fr-CA")
+    _unique(items, "languages", "language")
+    return tuple(items)
+
+
+def _localized(value: Any, where: str, languages: tuple[str, ...]) -> Localized:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object with one text per language "
+                         f"({', '.join(languages)}), got {_json_type(value)}")
+    for lang in languages:
+        if lang not in value:
+            raise ValueError(f"{where} has no {lang!r} version")
+    extra = sorted(set(value) - set(languages))
+    if extra:
+        raise ValueError(f"{where} has a version in {', '.join(extra)}, which the museum's languages "
+                         f"({', '.join(languages)}) do not list")
+    return Localized(tuple((lang, _text(value[lang], f"{where}.{lang}")) for lang in languages))
+
+
+def _room(value: Any, where: str, languages: tuple[str, ...]) -> Room:
+    obj = _object(value, where, _ROOM_KEYS)
+    zone_id = _identifier(obj["zone_id"], f"{where}.zone_id")
+    where = f"{where} ({zone_id})"
+    capacity = obj["capacity"]
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"{where}: capacity must be a whole number of people, at least 1, got {_show(capacity)}")
+    return Room(zone_id, _localized(obj["name"], f"{where}: name", languages), capacity)
+
+
+def _artwork(value: Any, where: str, languages: tuple[str, ...], zone_ids: set[str]) -> Artwork:
+    obj = _object(value, where, _ARTWORK_KEYS)
+    artwork_id = _identifier(obj["artwork_id"], f"{where}.artwork_id")
+    where = f"{where} ({artwork_id})"
+    zone_id = _identifier(obj["zone_id"], f"{where}: zone_id")
+    if zone_id not in zone_ids:
+        raise ValueError(f"{where}: zone_id {zone_id!r} is not a room of this museum "
+                         f"(rooms: {', '.join(sorted(zone_ids))})")
+    accessibility = _object(obj["accessibility"], f"{where}: accessibility", _ACCESSIBILITY_KEYS)
+    lsf_video = accessibility["lsf_video"]
+    if not isinstance(lsf_video, bool):
+        raise ValueError(f"{where}: accessibility.lsf_video must be true or false, got {_show(lsf_video)}")
+    popularity = obj["popularity"]
+    if (isinstance(popularity, bool) or not isinstance(popularity, int)
+            or not MIN_POPULARITY <= popularity <= MAX_POPULARITY):
+        raise ValueError(f"{where}: popularity must be a whole number from {MIN_POPULARITY} to {MAX_POPULARITY}, "
+                         f"got {_show(popularity)}")
+    return Artwork(
+        artwork_id=artwork_id,
+        zone_id=zone_id,
+        artist=_text(obj["artist"], f"{where}: artist"),
+        year=_text(obj["year"], f"{where}: year"),
+        title=_localized(obj["title"], f"{where}: title", languages),
+        text=_localized(obj["text"], f"{where}: text", languages),
+        lsf_video=lsf_video,
+        popularity=popularity,
+    )
+
+
+def _unique(values: Iterable[str], where: str, what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{where}: {what} {value!r} appears twice")
+        seen.add(value)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value[:80])
+    return _json_type(value) if not isinstance(value, int | float) or isinstance(value, bool) else repr(value)

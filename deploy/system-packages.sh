@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs and the machine lacks. Run by `make demo` and `make test`,
+# so the two commands work on a fresh Debian 12/13 (or Raspberry Pi OS) machine.
+# It installs only what is missing, and says exactly what to do when it cannot (no root, no sudo, no network).
+set -euo pipefail
+
+# command-or-file-to-check  package
+needed=(
+  "mosquitto:mosquitto"
+  "python3-venv:python3-venv"
+)
+
+missing=()
+for entry in "${needed[@]}"; do
+  probe=${entry%%:*} package=${entry##*:}
+  case "$probe" in
+    python3-venv) python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("$package") ;;
+    *) command -v "$probe" >/dev/null 2>&1 || [ -x "/usr/sbin/$probe" ] || missing+=("$package") ;;
+  esac
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  echo "Missing system packages: ${missing[*]}" >&2
+  echo "Install them as root:  apt-get install -y ${missing[*]}   then run the make command again." >&2
+  exit 1
+fi
+
+echo "Installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; then
+  "${as_root[@]}" apt-get update
+  "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}" || {
+    echo "Could not install ${missing[*]} with apt-get (no network or no Debian mirror?)." >&2
+    echo "Install them by hand, then run the make command again." >&2
+    exit 1
+  }
+fi
+# Debian starts a system-wide Mosquitto on port 1883 when it installs the package (where systemd runs).
+# The project never uses it: `museum broker run` starts Mosquitto with the site's own configuration.

@@ -1,0 +1,1 @@
+"""The `museum` command: a thin shell over the role packages."""

@@ -1,0 +1,3 @@
+from museum.cli import main
+
+main()

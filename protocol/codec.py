@@ -1,0 +1,323 @@
+"""Strict JSON in and out, for events and every other message of the contract.
+
+Strict means: UTF-8 only; no NaN or Infinity; no duplicate keys; a size limit checked before parsing; exactly
+the fields the schema names, of the right types. Anything else raises `ContractError` with a stable `code` and
+a precise `detail`. A `schema_version` newer than this build knows is refused, never guessed at.
+
+Events travel one per MQTT message, or, when a device has a backlog, many per message in a batch envelope
+`{"batch": [event, event, …]}`. In a batch each event stands or falls alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from protocol.errors import ContractError
+from protocol.events import COMMON_FIELDS, EVENT_TYPES, Event
+from protocol.fields import IDENTIFIER, KIND, UUID, VERSION
+from protocol.ids import format_instant, is_event_id, parse_instant
+from protocol.messages import Ack, ArgValue, Command, ContentAnnouncement, Presence, Rejection
+
+MAX_MESSAGE_BYTES = 512 * 1024
+"""Largest MQTT payload a receiver parses. Devices size their batch envelopes below it."""
+
+MAX_EVENT_BYTES = 16 * 1024
+"""Largest single event; real ones are a few hundred bytes."""
+
+MAX_BATCH_EVENTS = 2000
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """One event of a message that failed, with its own JSON text kept for quarantine."""
+
+    raw: bytes
+    error: ContractError
+
+
+@dataclass(frozen=True)
+class DecodedMessage:
+    events: list[Event]
+    rejected: list[RejectedEvent]
+
+
+# --- strict JSON ------------------------------------------------------------------------------------------
+
+def _reject_constant(name: str) -> Any:
+    raise ContractError("non_finite_number", f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ContractError("non_finite_number", f"{text[:40]} overflows to infinity")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ContractError("duplicate_key", f"key {key[:80]!r} appears twice in one object")
+            seen.add(key)
+    return result
+
+
+def loads_strict(payload: bytes, *, limit: int = MAX_MESSAGE_BYTES) -> Any:
+    """Parse bytes as strict JSON, or raise ContractError."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ContractError("invalid_json", f"expected bytes, got {type(payload).__name__}")
+    if len(payload) > limit:
+        raise ContractError("too_large", f"{len(payload)} bytes exceeds the {limit}-byte limit")
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ContractError("invalid_utf8", f"byte {error.start} is not valid UTF-8 ({error.reason})") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                         object_pairs_hook=_unique_keys)
+    except ContractError:
+        raise
+    except RecursionError:
+        raise ContractError("nesting_too_deep", "JSON is nested deeper than any message of the contract") from None
+    except json.JSONDecodeError as error:
+        raise ContractError("invalid_json", f"{error.msg} at line {error.lineno} column {error.colno}") from None
+    except ValueError as error:  # an integer literal longer than Python will convert
+        raise ContractError("invalid_json", f"number out of range: {str(error)[:120]}") from None
+    if "\\u" in text:
+        # A \uD800-style escape can smuggle in a lone surrogate, which no UTF-8 store or encoder accepts.
+        try:
+            dumps_strict(obj)
+        except UnicodeEncodeError:
+            raise ContractError("invalid_utf8", "a \\u escape encodes a lone surrogate") from None
+    return obj
+
+
+def dumps_strict(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+# --- events -----------------------------------------------------------------------------------------------
+
+_wire_cache: dict[type[Event], tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _wire_fields(cls: type[Event]) -> tuple[frozenset[str], frozenset[str]]:
+    """(every field allowed on the wire, the fields that must be present) for one event type."""
+    cached = _wire_cache.get(cls)
+    if cached is None:
+        allowed = frozenset(COMMON_FIELDS) | {name for name, _ in cls.specs}
+        optional = {"visit_id"} | {name for name, spec in cls.specs if spec.optional}
+        cached = _wire_cache[cls] = (allowed, allowed - optional)
+    return cached
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "schema_version": event.schema_version,
+        "site_id": event.site_id,
+        "device_id": event.device_id,
+        "occurred_at": format_instant(event.occurred_at),
+        "visit_id": event.visit_id,
+    }
+    data.update(event.own_fields())
+    return data
+
+
+def encode_event(event: Event) -> bytes:
+    encoded = dumps_strict(event_to_dict(event))
+    if len(encoded) > MAX_EVENT_BYTES:
+        raise ContractError("too_large", f"event {event.event_id} encodes to {len(encoded)} bytes, over the "
+                            f"{MAX_EVENT_BYTES}-byte limit", event_id=event.event_id)
+    return encoded
+
+
+def encode_batch(encoded_events: list[bytes]) -> bytes:
+    """A batch envelope around events already encoded by `encode_event` (no re-encoding)."""
+    return b'{"batch":[' + b",".join(encoded_events) + b"]}"
+
+
+def event_from_dict(obj: Any) -> Event:
+    """Validate one parsed JSON object as an event of a known type and version."""
+    if not isinstance(obj, dict):
+        raise ContractError("not_an_object", f"an event must be a JSON object, got {type(obj).__name__}")
+    raw_id = obj.get("event_id")
+    event_id = raw_id if is_event_id(raw_id) else None
+    type_name = obj.get("type")
+    if not isinstance(type_name, str):
+        raise ContractError("missing_field", "type is missing or not a string", event_id=event_id)
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise ContractError("unknown_type", f"event type {type_name[:80]!r} is not part of the contract",
+                            event_id=event_id)
+    version = obj.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ContractError("missing_field", "schema_version is missing or not a whole number", event_id=event_id)
+    if version != cls.schema_version:
+        if version > cls.schema_version:
+            detail = (f"{type_name} schema_version {version} is newer than this build understands "
+                      f"(up to {cls.schema_version})")
+        else:
+            detail = f"{type_name} schema_version {version} is no longer accepted (current: {cls.schema_version})"
+        raise ContractError("unsupported_schema_version", detail, event_id=event_id)
+    allowed, required = _wire_fields(cls)
+    keys = obj.keys()
+    if not required <= keys:
+        missing = sorted(required - keys)
+        raise ContractError("missing_field", f"{type_name} lacks {', '.join(missing)}", event_id=event_id)
+    if not keys <= allowed:
+        unknown = sorted(keys - allowed)
+        raise ContractError("unknown_field", f"{type_name} v{version} has no field {', '.join(unknown)[:200]}",
+                            event_id=event_id)
+    try:
+        occurred_at = parse_instant(obj["occurred_at"])
+    except ValueError as error:
+        raise ContractError("invalid_field", f"occurred_at: {error}", event_id=event_id) from None
+    kwargs = {key: value for key, value in obj.items() if key not in ("type", "schema_version")}
+    kwargs["occurred_at"] = occurred_at
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a field of the wrong JSON shape reaching the dataclass
+        raise ContractError("invalid_field", str(error), event_id=event_id) from None
+
+
+def decode_event(payload: bytes) -> Event:
+    """Exactly one event (not a batch)."""
+    obj = loads_strict(payload, limit=MAX_EVENT_BYTES)
+    if isinstance(obj, dict) and "batch" in obj:
+        raise ContractError("invalid_envelope", "expected a single event, got a batch envelope")
+    return event_from_dict(obj)
+
+
+def decode_event_message(payload: bytes) -> DecodedMessage:
+    """An events-topic payload: a single event or a batch envelope.
+
+    Raises ContractError when the message as a whole is unreadable (not JSON, too large, not an object, a bad
+    envelope) or when it holds a single invalid event. In a batch, invalid events are returned in `rejected`
+    and the valid ones still come back in `events`.
+    """
+    obj = loads_strict(payload)
+    if not isinstance(obj, dict):
+        raise ContractError("not_an_object", f"an events message must be a JSON object, got {type(obj).__name__}")
+    if "batch" not in obj:
+        return DecodedMessage([event_from_dict(obj)], [])
+    batch = obj["batch"]
+    if len(obj) != 1 or not isinstance(batch, list):
+        raise ContractError("invalid_envelope", 'a batch envelope is exactly {"batch": [events…]}')
+    if not batch:
+        raise ContractError("invalid_envelope", "a batch envelope holds at least one event")
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise ContractError("invalid_envelope", f"{len(batch)} events in one batch, over {MAX_BATCH_EVENTS}")
+    events: list[Event] = []
+    rejected: list[RejectedEvent] = []
+    for item in batch:
+        try:
+            events.append(event_from_dict(item))
+        except ContractError as error:
+            rejected.append(RejectedEvent(dumps_strict(item), error))
+    return DecodedMessage(events, rejected)
+
+
+# --- other messages ---------------------------------------------------------------------------------------
+
+def _object(payload: bytes, what: str, allowed: set[str], required: set[str] | None = None) -> dict[str, Any]:
+    obj = loads_strict(payload, limit=MAX_MESSAGE_BYTES)
+    if not isinstance(obj, dict):
+        raise ContractError("not_an_object", f"{what} must be a JSON object")
+    required = allowed if required is None else required
+    if missing := required - obj.keys():
+        raise ContractError("missing_field", f"{what} lacks {', '.join(sorted(missing))}")
+    if unknown := obj.keys() - allowed:
+        raise ContractError("unknown_field", f"{what} has no field {', '.join(sorted(unknown))[:200]}")
+    return obj
+
+
+def _text(obj: dict[str, Any], key: str, what: str, pattern: Any = None) -> str:
+    value = obj[key]
+    if not isinstance(value, str) or (pattern is not None and pattern.match(value) is None):
+        raise ContractError("invalid_field", f"{what}: {key} is not valid: {str(value)[:80]!r}")
+    return value
+
+
+def _instant(obj: dict[str, Any], key: str, what: str) -> datetime:
+    try:
+        return parse_instant(obj[key])
+    except ValueError as error:
+        raise ContractError("invalid_field", f"{what}: {key}: {error}") from None
+
+
+def encode_presence(presence: Presence) -> bytes:
+    return dumps_strict({"device_id": presence.device_id, "state": presence.state, "kind": presence.kind,
+                         "software_version": presence.software_version, "since": format_instant(presence.since)})
+
+
+def decode_presence(payload: bytes) -> Presence:
+    what = "presence"
+    obj = _object(payload, what, {"device_id", "state", "kind", "software_version", "since"})
+    state = obj["state"]
+    if state not in ("online", "offline"):
+        raise ContractError("invalid_field", f"{what}: state must be online or offline, got {str(state)[:40]!r}")
+    return Presence(_text(obj, "device_id", what, IDENTIFIER), state, _text(obj, "kind", what, KIND),
+                    _text(obj, "software_version", what, VERSION), _instant(obj, "since", what))
+
+
+def encode_ack(ack: Ack) -> bytes:
+    return dumps_strict({"committed": list(ack.committed),
+                         "rejected": [{"event_id": r.event_id, "reason": r.reason} for r in ack.rejected]})
+
+
+def decode_ack(payload: bytes) -> Ack:
+    what = "ack"
+    obj = _object(payload, what, {"committed", "rejected"})
+    committed, rejected = obj["committed"], obj["rejected"]
+    if not isinstance(committed, list) or not all(is_event_id(i) for i in committed):
+        raise ContractError("invalid_field", f"{what}: committed must be a list of event ids")
+    if not isinstance(rejected, list) or not all(
+            isinstance(r, dict) and r.keys() == {"event_id", "reason"} and is_event_id(r["event_id"])
+            and isinstance(r["reason"], str) for r in rejected):
+        raise ContractError("invalid_field", f"{what}: rejected must be a list of {{event_id, reason}}")
+    return Ack(tuple(committed), tuple(Rejection(r["event_id"], r["reason"]) for r in rejected))
+
+
+def encode_command(command: Command) -> bytes:
+    return dumps_strict({"command_id": command.command_id, "name": command.name,
+                         "issued_at": format_instant(command.issued_at), "args": command.args})
+
+
+def decode_command(payload: bytes) -> Command:
+    what = "command"
+    obj = _object(payload, what, {"command_id", "name", "issued_at", "args"})
+    args = obj["args"]
+    if not isinstance(args, dict) or not all(isinstance(v, ArgValue) for v in args.values()):
+        raise ContractError("invalid_field", f"{what}: args must map names to strings, numbers or booleans")
+    return Command(_text(obj, "command_id", what, UUID), _text(obj, "name", what, IDENTIFIER),
+                   _instant(obj, "issued_at", what), dict(args))
+
+
+def encode_content(announcement: ContentAnnouncement) -> bytes:
+    return dumps_strict({"pack_id": announcement.pack_id, "pack_version": announcement.pack_version,
+                         "sha256": announcement.sha256, "announced_at": format_instant(announcement.announced_at)})
+
+
+def decode_content(payload: bytes) -> ContentAnnouncement:
+    what = "content announcement"
+    obj = _object(payload, what, {"pack_id", "pack_version", "sha256", "announced_at"})
+    sha = _text(obj, "sha256", what)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ContractError("invalid_field", f"{what}: sha256 must be 64 lowercase hex digits")
+    return ContentAnnouncement(_text(obj, "pack_id", what, IDENTIFIER), _text(obj, "pack_version", what, VERSION),
+                               sha, _instant(obj, "announced_at", what))
+
+
+__all__ = ["MAX_MESSAGE_BYTES", "ContractError", "DecodedMessage", "RejectedEvent", "decode_ack",
+           "decode_command", "decode_content", "decode_event", "decode_event_message", "decode_presence",
+           "dumps_strict", "encode_ack", "encode_batch", "encode_command", "encode_content", "encode_event",
+           "encode_presence", "event_from_dict", "event_to_dict", "loads_strict"]

@@ -1,0 +1,339 @@
+"""The durable device client, used by kiosks, BLE gateways and QR readers alike.
+
+    app thread ── emit(event) ──▶ outbox (SQLite, committed) ──wake──▶ worker thread ──QoS 1──▶ broker ──▶ hub
+                                       ▲                                    │
+                                       └──── remove(ids) ◀── hub's ack ◀────┘
+
+- `emit()` returns once the event is committed to the outbox: from then on it is the device's to deliver.
+- The worker publishes the oldest unacknowledged events, one per message or, when there is a backlog, many per
+  batch envelope, keeping at most `window` messages unacknowledged by the hub.
+- An event leaves the outbox only on the hub's acknowledgement. A PUBACK means nothing here: Mosquitto drops
+  QoS 1 messages to a slow subscriber once its queue is full and still PUBACKs the publisher.
+- Go-back: after a reconnect, a restart, or `ack_timeout_s` without an acknowledgement for the oldest message
+  in flight, everything unacknowledged is sent again from the oldest, in order. The hub stores idempotently on
+  `event_id`, so a resend costs bandwidth, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from protocol import SOFTWARE_VERSION, topics
+from protocol.backoff import Backoff
+from protocol.codec import (
+    MAX_BATCH_EVENTS,
+    MAX_MESSAGE_BYTES,
+    decode_ack,
+    decode_command,
+    decode_content,
+    encode_batch,
+    encode_event,
+    encode_presence,
+)
+from protocol.config import ClientConfig
+from protocol.errors import ContractError
+from protocol.events import CommandResult, DeviceStatus, Event
+from protocol.ids import utc_now
+from protocol.messages import Command, ContentAnnouncement, Presence
+from protocol.mqtt import Credentials, Endpoint, MqttLink, Received, Will
+from protocol.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+CommandHandler = Callable[[Command], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class DeliveryTuning:
+    """How the worker paces delivery. The defaults suit a kiosk on a museum LAN."""
+
+    window: int = 32                      # messages sent but not yet acknowledged by the hub
+    batch_max_events: int = 500
+    batch_max_bytes: int = MAX_MESSAGE_BYTES // 2
+    ack_timeout_s: float = 10.0
+    expire_every_s: float = 300.0
+    discovery_timeout_s: float = 3.0
+    rediscover_after_failures: int = 5
+
+
+@dataclass(frozen=True)
+class DeviceStats:
+    connected: bool
+    pending: int
+    dropped_total: int
+    in_flight_messages: int
+    messages_sent: int
+    events_sent: int
+    events_acked: int
+    resends: int
+    invalid_messages: int
+
+
+@dataclass
+class _InFlight:
+    sent_at: float
+    remaining: int
+
+
+class DeviceClient:
+    def __init__(self, config: ClientConfig, *, tuning: DeliveryTuning | None = None,
+                 software_version: str = SOFTWARE_VERSION, discovery_interfaces: list[str] | None = None,
+                 on_command: CommandHandler | None = None,
+                 on_content: Callable[[ContentAnnouncement], None] | None = None,
+                 backoff: Backoff | None = None) -> None:
+        if config.outbox is None:
+            raise ValueError(f"{config.client_id}: a device needs an [outbox] path in its configuration")
+        self.config = config
+        self.site_id = config.site_id
+        self.device_id = config.client_id
+        self.tuning = tuning or DeliveryTuning()
+        self.software_version = software_version
+        self._interfaces = discovery_interfaces
+        self._on_command = on_command
+        self._on_content = on_content
+        self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events,
+                             max_age_days=config.outbox.max_age_days)
+        self.content: ContentAnnouncement | None = None
+        self._events_topic = topics.events_topic(self.site_id, self.device_id)
+        self._status_topic = topics.status_topic(self.site_id, self.device_id)
+        self._acks_topic = topics.acks_topic(self.site_id, self.device_id)
+        self._commands_topic = topics.commands_topic(self.site_id, self.device_id)
+        self._content_topic = topics.content_topic(self.site_id)
+        self._backoff = backoff
+        self._link: MqttLink | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._started_at = time.monotonic()
+        self._connected_at = utc_now()
+        # worker state (touched only by the worker thread)
+        self._cursor = 0
+        self._in_flight: dict[int, _InFlight] = {}
+        self._batch_of: dict[str, int] = {}
+        self._batch_no = 0
+        self._reset_needed = True
+        self._messages_sent = self._events_sent = self._events_acked = self._resends = self._invalid = 0
+
+    # --- application side ---------------------------------------------------------------------------------
+
+    def record(self, event_class: type[E], *, visit_id: str | None = None, **fields: Any) -> E:
+        """Create an event of this device, happening now, and emit it."""
+        event = event_class.create(site_id=self.site_id, device_id=self.device_id, visit_id=visit_id, **fields)
+        self.emit(event)
+        return event
+
+    def emit(self, event: Event) -> None:
+        self.emit_many([event])
+
+    def emit_many(self, events: list[Event]) -> None:
+        """Commit events to the outbox; when this returns they will reach the hub, whatever happens next."""
+        encoded = []
+        for event in events:
+            if event.site_id != self.site_id or event.device_id != self.device_id:
+                raise ValueError(f"event {event.event_id} is for {event.site_id}/{event.device_id}, "
+                                 f"not this device ({self.site_id}/{self.device_id})")
+            encoded.append((event.event_id, encode_event(event)))
+        self.outbox.append(encoded)
+        if self._link is not None:
+            self._link.wake()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._link = self._make_link(self._resolve_endpoint())
+        self._thread = threading.Thread(target=self._run, name=f"device-{self.device_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say goodbye (retained offline status), disconnect cleanly, close the outbox. Pending events stay in
+        the outbox for the next start."""
+        self._stopping.set()
+        if self._link is not None:
+            self._link.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.outbox.close()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Block until the outbox is empty (every event acknowledged by the hub)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.outbox.pending == 0:
+                return True
+            time.sleep(0.02)
+        return self.outbox.pending == 0
+
+    def stats(self) -> DeviceStats:
+        outbox = self.outbox.stats()
+        return DeviceStats(bool(self._link and self._link.connected), outbox.pending, outbox.dropped_total,
+                           len(self._in_flight), self._messages_sent, self._events_sent, self._events_acked,
+                           self._resends, self._invalid)
+
+    # --- connection ---------------------------------------------------------------------------------------
+
+    def _resolve_endpoint(self) -> Endpoint:
+        """The broker to use: zeroconf's answer for this site when discovery is on, else the configured one.
+        `resolve_broker` refuses an advertised broker whose TLS setting differs from ours, so nobody on the LAN
+        can lure a device into sending its password in clear."""
+        from protocol import discovery
+
+        broker = self.config.broker
+        configured = discovery.BrokerEndpoint(broker.host, broker.port, broker.tls, self.site_id, "config")
+        chosen = discovery.resolve_broker(self.site_id, configured, discover=broker.discover,
+                                          timeout=self.tuning.discovery_timeout_s, interfaces=self._interfaces)
+        return Endpoint(chosen.host, chosen.port, broker.ca_file if broker.tls else None)
+
+    def _presence(self, state: str, since: Any) -> bytes:
+        return encode_presence(Presence(self.device_id, state, self.config.kind,  # type: ignore[arg-type]
+                                        self.software_version, since))
+
+    def _make_link(self, endpoint: Endpoint) -> MqttLink:
+        broker = self.config.broker
+        return MqttLink(
+            self.device_id, endpoint, Credentials(broker.username, broker.password),
+            clean_session=False,
+            will=Will(self._status_topic, self._presence("offline", utc_now())),
+            subscriptions=[(self._acks_topic, 1), (self._commands_topic, 1), (self._content_topic, 1)],
+            on_connected=self._connected, on_disconnected=self._disconnected, backoff=self._backoff)
+
+    def _connected(self) -> None:
+        assert self._link is not None
+        self._connected_at = utc_now()
+        self._link.publish(self._status_topic, self._presence("online", self._connected_at), retain=True)
+        self._reset_needed = True
+
+    def _disconnected(self, reason: str) -> None:
+        log.info("%s: disconnected (%s); will resend everything unacknowledged", self.device_id, reason)
+        self._reset_needed = True
+
+    # --- the worker ---------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        link = self._link
+        assert link is not None
+        next_heartbeat = time.monotonic() + (5.0 if self.config.kind != "hub" else float("inf"))
+        next_expire = time.monotonic()
+        failures_seen = 0
+        try:
+            while not self._stopping.is_set():
+                for message in link.poll(0.5 if not self._in_flight else 0.1):
+                    self._handle(message)
+                now = time.monotonic()
+                if link.connected:
+                    failures_seen = 0
+                    if self._reset_needed:
+                        self._go_back()
+                    self._check_ack_timeout(now)
+                    self._send_available()
+                elif link.backoff.failures >= failures_seen + self.tuning.rediscover_after_failures \
+                        and self.config.broker.discover:
+                    failures_seen = link.backoff.failures
+                    link.set_endpoint(self._resolve_endpoint())
+                if now >= next_heartbeat:
+                    next_heartbeat = now + self.config.heartbeat_s
+                    self._heartbeat()
+                if now >= next_expire:
+                    next_expire = now + self.tuning.expire_every_s
+                    if dropped := self.outbox.expire():
+                        log.warning("%s: dropped %d events older than the outbox age bound", self.device_id, dropped)
+            if link.connected:
+                link.publish(self._status_topic, self._presence("offline", utc_now()), retain=True)
+                link.flush(2.0)
+        except Exception:  # a bug here must not take the kiosk UI down silently; log it loudly
+            log.exception("%s: device worker crashed", self.device_id)
+            raise
+        finally:
+            link.close()
+
+    def _go_back(self) -> None:
+        if self._in_flight:
+            self._resends += 1
+        self._cursor = 0
+        self._in_flight.clear()
+        self._batch_of.clear()
+        self._reset_needed = False
+
+    def _check_ack_timeout(self, now: float) -> None:
+        if self._in_flight:
+            oldest = self._in_flight[min(self._in_flight)]
+            if now - oldest.sent_at > self.tuning.ack_timeout_s:
+                log.info("%s: no acknowledgement for %.0f s; resending from the oldest unacknowledged event",
+                         self.device_id, now - oldest.sent_at)
+                self._go_back()
+
+    def _send_available(self) -> None:
+        link = self._link
+        assert link is not None
+        tuning = self.tuning
+        while len(self._in_flight) < tuning.window:
+            rows = self.outbox.pending_after(self._cursor, limit=min(tuning.batch_max_events, MAX_BATCH_EVENTS),
+                                             max_bytes=tuning.batch_max_bytes)
+            if not rows:
+                return
+            payload = rows[0].payload if len(rows) == 1 else encode_batch([row.payload for row in rows])
+            if not link.publish(self._events_topic, payload, qos=1):
+                return
+            self._batch_no += 1
+            self._in_flight[self._batch_no] = _InFlight(time.monotonic(), len(rows))
+            for row in rows:
+                self._batch_of[row.event_id] = self._batch_no
+            self._cursor = rows[-1].seq
+            self._messages_sent += 1
+            self._events_sent += len(rows)
+
+    def _handle(self, message: Received) -> None:
+        try:
+            if message.topic == self._acks_topic:
+                ack = decode_ack(message.payload)
+                done = list(ack.committed) + [rejection.event_id for rejection in ack.rejected]
+                for rejection in ack.rejected:
+                    log.error("%s: hub quarantined event %s: %s", self.device_id, rejection.event_id,
+                              rejection.reason)
+                self._events_acked += self.outbox.remove(done)
+                for event_id in done:
+                    batch = self._batch_of.pop(event_id, None)
+                    if batch is not None and batch in self._in_flight:
+                        entry = self._in_flight[batch]
+                        entry.remaining -= 1
+                        if entry.remaining <= 0:
+                            del self._in_flight[batch]
+            elif message.topic == self._commands_topic:
+                self._run_command(decode_command(message.payload))
+            elif message.topic == self._content_topic:
+                self.content = decode_content(message.payload)
+                if self._on_content is not None:
+                    self._on_content(self.content)
+        except ContractError as error:
+            self._invalid += 1
+            log.warning("%s: ignoring invalid message on %s: %s", self.device_id, message.topic, error)
+
+    def _run_command(self, command: Command) -> None:
+        if command.name == "ping":
+            ok, detail = True, "pong"
+        elif command.name == "heartbeat":
+            self._heartbeat()
+            ok, detail = True, "heartbeat sent"
+        elif self._on_command is not None:
+            try:
+                ok, detail = self._on_command(command)
+            except Exception as error:  # the handler's failure is the command's result, not the device's end
+                log.exception("%s: command %s failed", self.device_id, command.name)
+                ok, detail = False, f"{type(error).__name__}: {error}"[:500]
+        else:
+            ok, detail = False, f"this device does not handle {command.name!r}"
+        self.record(CommandResult, command_id=command.command_id, command=command.name, ok=ok, detail=detail[:500])
+
+    def _heartbeat(self) -> None:
+        outbox = self.outbox.stats()
+        if self.config.kind not in ("kiosk", "gateway", "qr_reader"):
+            return
+        self.record(DeviceStatus, kind=self.config.kind, software_version=self.software_version,
+                    uptime_s=round(time.monotonic() - self._started_at, 3), outbox_pending=outbox.pending,
+                    outbox_dropped=outbox.dropped_total)

@@ -1,0 +1,261 @@
+"""The event types: every touchpoint in the museum, as one versioned, frozen dataclass each.
+
+An event object is valid by construction: `__post_init__` checks every field against its spec, so code that
+holds an `Event` never has to wonder. The wire form (see `protocol.codec`) is one flat JSON object with the
+common fields, `type`, `schema_version` and the type's own fields.
+
+Adding a field or changing a meaning means a new `schema_version` for that type; a receiver that does not know
+a version refuses it rather than guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from protocol import fields as f
+from protocol.errors import ContractError
+from protocol.fields import IDENTIFIER, Spec
+from protocol.ids import is_event_id, is_visit_id, new_event_id, truncate_ms, utc_now
+
+VisitPolicy = Literal["optional", "required", "forbidden"]
+COMMON_FIELDS = ("event_id", "type", "schema_version", "site_id", "device_id", "occurred_at", "visit_id")
+
+E = TypeVar("E", bound="Event")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Common to every event.
+
+    - `event_id`: UUIDv7, globally unique and time-ordered; the key that makes delivery idempotent.
+    - `site_id`, `device_id`: where it happened; `device_id` must match the topic it was published on.
+    - `occurred_at`: when it happened, UTC, millisecond precision.
+    - `visit_id`: optional pseudonymous visit token (128 random bits), never derived from a person.
+    """
+
+    type: ClassVar[str]
+    schema_version: ClassVar[int]
+    visit_policy: ClassVar[VisitPolicy] = "optional"
+    specs: ClassVar[tuple[tuple[str, Spec], ...]] = ()
+
+    event_id: str
+    site_id: str
+    device_id: str
+    occurred_at: datetime
+    visit_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not is_event_id(self.event_id):
+            raise ContractError("invalid_field", f"event_id must be a UUIDv7, got {str(self.event_id)[:80]!r}")
+        eid = self.event_id
+        for name in ("site_id", "device_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or IDENTIFIER.match(value) is None:
+                raise ContractError("invalid_field", f"{name} must be an identifier (lowercase letters, digits and "
+                                    f"'-', at most 63), got {str(value)[:80]!r}", event_id=eid)
+        at = self.occurred_at
+        if not isinstance(at, datetime) or at.tzinfo is None:
+            raise ContractError("invalid_field", "occurred_at must be a timezone-aware datetime", event_id=eid)
+        if at.tzinfo is not UTC or at.microsecond % 1000:
+            object.__setattr__(self, "occurred_at", truncate_ms(at.astimezone(UTC)))
+        visit = self.visit_id
+        policy = self.visit_policy
+        if visit is None:
+            if policy == "required":
+                raise ContractError("invalid_field", f"{self.type} requires a visit_id", event_id=eid)
+        elif policy == "forbidden":
+            raise ContractError("invalid_field", f"{self.type} carries no visit_id: it counts people, "
+                                "it does not identify them", event_id=eid)
+        elif not is_visit_id(visit):
+            raise ContractError("invalid_field", "visit_id must be a random URL-safe token of at least 22 "
+                                "characters (128 bits)", event_id=eid)
+        for name, spec in self.specs:
+            try:
+                spec.check(name, getattr(self, name))
+            except ContractError as error:
+                error.event_id = eid
+                raise
+
+    @classmethod
+    def create(cls: type[E], *, site_id: str, device_id: str, visit_id: str | None = None,
+               occurred_at: datetime | None = None, **own_fields: Any) -> E:
+        """A new event happening now (or at `occurred_at`), with a fresh `event_id`."""
+        return cls(event_id=new_event_id(), site_id=site_id, device_id=device_id,
+                   occurred_at=occurred_at or utc_now(), visit_id=visit_id, **own_fields)
+
+    def own_fields(self) -> dict[str, Any]:
+        """The type's own fields, without the common ones."""
+        return {name: getattr(self, name) for name, _ in self.specs}
+
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+def event_type(name: str, *, version: int = 1, visit: VisitPolicy = "optional"):
+    """Register an event class under its wire `type` name and current schema version."""
+
+    def register(cls: type[E]) -> type[E]:
+        if name in EVENT_TYPES:
+            raise AssertionError(f"event type {name} registered twice")
+        if not cls.__doc__ or cls.__doc__.startswith(cls.__name__ + "("):
+            raise AssertionError(f"event type {name} needs a docstring: it becomes the reference")
+        cls.type = name
+        cls.schema_version = version
+        cls.visit_policy = visit
+        base = {field.name for field in dataclasses.fields(Event)}
+        cls.specs = tuple((fld.name, fld.metadata["spec"]) for fld in dataclasses.fields(cls)
+                          if fld.name not in base)
+        EVENT_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+# --- Kiosk sessions ---------------------------------------------------------------------------------------
+
+@event_type("kiosk.session_started")
+@dataclass(frozen=True, kw_only=True)
+class KioskSessionStarted(Event):
+    """A visitor started using a kiosk (first touch after the attract screen)."""
+
+    session_id: str = f.uuid("This kiosk session; repeated on the session's other events.")
+    language: str = f.language("Language the session starts in.")
+
+
+@event_type("kiosk.session_ended")
+@dataclass(frozen=True, kw_only=True)
+class KioskSessionEnded(Event):
+    """A kiosk session ended: the visitor left it, it timed out, or the kiosk shut down."""
+
+    session_id: str = f.uuid("The session that ended.")
+    duration_s: float = f.seconds("How long the session lasted.")
+    reason: str = f.choice("Why it ended.", "visitor", "timeout", "shutdown")
+
+
+# --- Artworks ---------------------------------------------------------------------------------------------
+
+SOURCES = ("kiosk", "qr", "companion", "proximity")
+
+
+@event_type("artwork.viewed")
+@dataclass(frozen=True, kw_only=True)
+class ArtworkViewed(Event):
+    """A visitor opened an artwork's page: on a kiosk, by scanning its QR code, or in the companion app."""
+
+    artwork_id: str = f.identifier("The artwork, as in the content pack.")
+    source: str = f.choice("Where the page was opened.", *SOURCES)
+    language: str = f.language("Language the page was shown in.")
+    session_id: str | None = f.uuid("Kiosk session, when viewed on a kiosk.", optional=True)
+
+
+@event_type("artwork.collected", visit="required")
+@dataclass(frozen=True, kw_only=True)
+class ArtworkCollected(Event):
+    """A visitor chose "take it home": the artwork will be on their personal visit page."""
+
+    artwork_id: str = f.identifier("The artwork collected.")
+    source: str = f.choice("Where it was collected.", *SOURCES)
+
+
+# --- Visitor preferences ----------------------------------------------------------------------------------
+
+@event_type("visitor.language_changed")
+@dataclass(frozen=True, kw_only=True)
+class LanguageChanged(Event):
+    """The visitor switched the interface language."""
+
+    from_language: str = f.language("Language before the change.")
+    to_language: str = f.language("Language after the change.")
+
+
+ACCESSIBILITY_MODES = ("large_text", "high_contrast", "sign_language", "audio_description", "easy_read")
+
+
+@event_type("visitor.accessibility_changed")
+@dataclass(frozen=True, kw_only=True)
+class AccessibilityModeChanged(Event):
+    """The visitor turned an accessibility mode on or off (large text, high contrast, LSF video …)."""
+
+    mode: str = f.choice("The mode.", *ACCESSIBILITY_MODES)
+    enabled: bool = f.flag("Whether the mode is now on.")
+
+
+@event_type("visit.linked", visit="required")
+@dataclass(frozen=True, kw_only=True)
+class VisitLinked(Event):
+    """A visitor's phone scanned a QR code that ties this device's activity to their visit token."""
+
+    channel: str = f.choice("What was scanned.", "kiosk_qr", "artwork_qr", "entrance_qr")
+    artwork_id: str | None = f.identifier("The artwork, for a QR code next to a work.", optional=True)
+
+
+# --- Presence near works ----------------------------------------------------------------------------------
+
+@event_type("proximity.entered")
+@dataclass(frozen=True, kw_only=True)
+class ProximityEntered(Event):
+    """A visitor's tag came within range of an artwork's gateway."""
+
+    artwork_id: str = f.identifier("The artwork the gateway watches.")
+    zone_id: str = f.identifier("The zone (room) the artwork is in.")
+
+
+@event_type("proximity.left")
+@dataclass(frozen=True, kw_only=True)
+class ProximityLeft(Event):
+    """A visitor's tag left an artwork's range; `dwell_s` is how long it stayed."""
+
+    artwork_id: str = f.identifier("The artwork the gateway watches.")
+    zone_id: str = f.identifier("The zone (room) the artwork is in.")
+    dwell_s: float = f.seconds("Time spent in range.", maximum=24 * 3600)
+
+
+@event_type("occupancy.counted", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class OccupancyCounted(Event):
+    """How many people a zone held over a window: a number only, never an identifier."""
+
+    zone_id: str = f.identifier("The zone counted.")
+    count: int = f.count("People counted.", maximum=100_000)
+    window_s: float = f.seconds("Length of the counting window.", maximum=24 * 3600)
+
+
+# --- Devices ----------------------------------------------------------------------------------------------
+
+DEVICE_KINDS = ("kiosk", "gateway", "qr_reader")
+
+
+@event_type("device.status", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class DeviceStatus(Event):
+    """A device's heartbeat: what it runs and how its outbox is doing."""
+
+    kind: str = f.choice("What the device is.", *DEVICE_KINDS)
+    software_version: str = f.version("The museum software version it runs.")
+    uptime_s: float = f.seconds("Seconds since the device process started.", maximum=10 * 365 * 24 * 3600)
+    outbox_pending: int = f.count("Events waiting in the outbox for the hub's acknowledgement.")
+    outbox_dropped: int = f.count("Events the outbox ever had to drop under its bounds (should stay 0).")
+
+
+@event_type("content.pack_applied", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class ContentPackApplied(Event):
+    """A device installed a content pack announced by the hub."""
+
+    pack_id: str = f.identifier("The content pack.")
+    pack_version: str = f.version("Its version.")
+    items: int = f.count("Number of artworks in the pack.")
+
+
+@event_type("command.result", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class CommandResult(Event):
+    """What a device did with a command it received on its commands topic."""
+
+    command_id: str = f.uuid("The command answered.")
+    command: str = f.identifier("The command's name.")
+    ok: bool = f.flag("Whether it succeeded.")
+    detail: str = f.text("What happened, for staff.", max_length=500)

@@ -1,0 +1,142 @@
+"""Field specifications: what a field of an event may hold.
+
+A spec checks one value and describes itself for the generated event reference. Specs are attached to
+dataclass fields through `metadata`, so the dataclass stays the single definition of an event type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.errors import ContractError
+
+IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+KIND = re.compile(r"^[a-z][a-z_]{0,30}\Z")
+LANGUAGE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?\Z")
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,39}\Z")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}".replace(",", " ") if float(value).is_integer() else f"{value}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: str
+    description: str
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int = 0
+    pattern: re.Pattern[str] | None = None
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None:
+            if self.optional:
+                return
+            raise ContractError("invalid_field", f"{name} is required and may not be null")
+        kind = self.kind
+        if kind in ("text", "identifier", "language", "version", "choice", "uuid"):
+            if not isinstance(value, str):
+                raise ContractError("invalid_field", f"{name} must be a string, got {type(value).__name__}")
+            if kind == "choice":
+                if value not in self.choices:
+                    raise ContractError("invalid_field",
+                                        f"{name} must be one of {', '.join(self.choices)}; got {value!r}")
+            elif self.pattern is not None and self.pattern.match(value) is None:
+                raise ContractError("invalid_field",
+                                    f"{name} must be {self.describe_type()}; got {value[:80]!r}")
+            elif kind == "text" and len(value) > self.max_length:
+                raise ContractError("invalid_field", f"{name} is longer than {self.max_length} characters")
+        elif kind == "flag":
+            if not isinstance(value, bool):
+                raise ContractError("invalid_field", f"{name} must be true or false, got {type(value).__name__}")
+        elif kind in ("count", "number"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ContractError("invalid_field", f"{name} must be a number, got {type(value).__name__}")
+            if kind == "count" and not isinstance(value, int):
+                raise ContractError("invalid_field", f"{name} must be a whole number, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ContractError("invalid_field", f"{name} must be finite")
+            if self.minimum is not None and value < self.minimum:
+                raise ContractError("invalid_field",
+                                    f"{name} must be at least {_number(self.minimum)}, got {value!r}")
+            if self.maximum is not None and value > self.maximum:
+                raise ContractError("invalid_field",
+                                    f"{name} must be at most {_number(self.maximum)}, got {value!r}")
+        else:  # pragma: no cover - a programming error in this package
+            raise AssertionError(f"unknown spec kind {kind}")
+
+    def describe_type(self) -> str:
+        match self.kind:
+            case "identifier":
+                return "an identifier (lowercase letters, digits and '-', at most 63)"
+            case "language":
+                return "a language tag such as fr, en or fr-CA"
+            case "version":
+                return "a version string such as 1.4.2"
+            case "uuid":
+                return "a UUID"
+            case "choice":
+                return "one of " + ", ".join(f"`{c}`" for c in self.choices)
+            case "text":
+                return f"text of at most {self.max_length} characters"
+            case "flag":
+                return "true or false"
+            case "count" | "number":
+                word = "whole number" if self.kind == "count" else "number"
+                bounds = []
+                if self.minimum is not None:
+                    bounds.append(f"≥ {_number(self.minimum)}")
+                if self.maximum is not None:
+                    bounds.append(f"≤ {_number(self.maximum)}")
+                return f"a {word}" + (f" ({', '.join(bounds)})" if bounds else "")
+        return self.kind  # pragma: no cover
+
+
+def _field(spec: Spec) -> Any:
+    if spec.optional:
+        return dataclasses.field(default=None, metadata={"spec": spec})
+    return dataclasses.field(metadata={"spec": spec})
+
+
+def identifier(description: str, *, optional: bool = False) -> Any:
+    return _field(Spec("identifier", description, optional, pattern=IDENTIFIER))
+
+
+def language(description: str, *, optional: bool = False) -> Any:
+    return _field(Spec("language", description, optional, pattern=LANGUAGE))
+
+
+def version(description: str) -> Any:
+    return _field(Spec("version", description, pattern=VERSION))
+
+
+def uuid(description: str, *, optional: bool = False) -> Any:
+    return _field(Spec("uuid", description, optional, pattern=UUID))
+
+
+def choice(description: str, *choices: str) -> Any:
+    return _field(Spec("choice", description, choices=choices))
+
+
+def text(description: str, *, max_length: int = 200) -> Any:
+    return _field(Spec("text", description, max_length=max_length))
+
+
+def flag(description: str) -> Any:
+    return _field(Spec("flag", description))
+
+
+def count(description: str, *, minimum: int = 0, maximum: int = 1_000_000_000) -> Any:
+    return _field(Spec("count", description, minimum=minimum, maximum=maximum))
+
+
+def seconds(description: str, *, maximum: float = 7 * 24 * 3600) -> Any:
+    return _field(Spec("number", description, minimum=0, maximum=maximum))

@@ -1,0 +1,86 @@
+"""Identifiers and instants used on the wire.
+
+`event_id` is a UUIDv7: 48 bits of Unix milliseconds then random bits, so ids sort by creation time and are
+globally unique without coordination. Within one millisecond a process increments a counter held in the
+random part, so the ids one process creates are strictly increasing: a device's order survives storage.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+
+_UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+_VISIT = re.compile(r"^[A-Za-z0-9_-]{22,64}\Z")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
+
+_lock = threading.Lock()
+_last_ms = 0
+_last_counter = 0
+
+
+def new_event_id() -> str:
+    """A new UUIDv7, strictly greater than the previous one made by this process."""
+    global _last_ms, _last_counter
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms = ms
+            # 42 of the 74 random bits start at a random point; the counter counts up from there.
+            _last_counter = int.from_bytes(os.urandom(6), "big") >> 7
+        else:
+            ms = _last_ms
+            _last_counter += 1
+        counter = _last_counter
+    rand_a = (counter >> 30) & 0xFFF
+    rand_b = ((counter & 0x3FFFFFFF) << 32) | int.from_bytes(os.urandom(4), "big")
+    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def is_event_id(value: object) -> bool:
+    return isinstance(value, str) and _UUID7.match(value) is not None
+
+
+def event_id_time(event_id: str) -> datetime:
+    """The creation instant encoded in a UUIDv7."""
+    ms = int(event_id.replace("-", "")[:12], 16)
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def new_visit_id() -> str:
+    """A pseudonymous visit token: 128 random bits, URL-safe, never derived from a person."""
+    return secrets.token_urlsafe(16)
+
+
+def is_visit_id(value: object) -> bool:
+    return isinstance(value, str) and _VISIT.match(value) is not None
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, truncated to the millisecond precision the wire carries."""
+    return truncate_ms(datetime.now(UTC))
+
+
+def truncate_ms(instant: datetime) -> datetime:
+    return instant.replace(microsecond=instant.microsecond - instant.microsecond % 1000)
+
+
+def format_instant(instant: datetime) -> str:
+    """`2026-11-25T17:00:00.123Z`: the only instant format on the wire."""
+    if instant.tzinfo is None:
+        raise ValueError("an instant on the wire must be timezone-aware (UTC)")
+    utc = instant.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse the wire format; anything else (offsets, other precisions) raises ValueError."""
+    if not isinstance(text, str) or _INSTANT.match(text) is None:
+        raise ValueError(f"expected an instant like 2026-11-25T17:00:00.123Z, got {text!r}")
+    return datetime.fromisoformat(text[:-1] + "+00:00")

@@ -1,0 +1,63 @@
+"""Messages that are not events: presence, acknowledgements, commands, content announcements.
+
+They travel on their own topics (see `protocol.topics`) and are encoded by `protocol.codec` like events:
+strict JSON objects with exactly the fields below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+PresenceState = Literal["online", "offline"]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Retained on a device's status topic: `online` when it connects, `offline` (its MQTT will, or a clean
+    stop) when it goes away. `since` is when the state was set (for a will: when the connection was made)."""
+
+    device_id: str
+    state: PresenceState
+    kind: str
+    software_version: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Rejection:
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The hub's end-to-end acknowledgement: `committed` events are stored durably (or were already);
+    `rejected` ones were quarantined with their reason. Either way the device may forget them."""
+
+    committed: tuple[str, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+
+
+ArgValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Command:
+    """An instruction from the hub to one device; the device answers with a `command.result` event."""
+
+    command_id: str
+    name: str
+    issued_at: datetime
+    args: dict[str, ArgValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContentAnnouncement:
+    """Retained on the site's content topic: the content pack every device should be showing."""
+
+    pack_id: str
+    pack_version: str
+    sha256: str
+    announced_at: datetime

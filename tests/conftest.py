@@ -1,0 +1,79 @@
+"""Fixtures: a fresh site directory and a real Mosquitto serving it, on free ports of 127.0.0.1.
+
+    def test_x(site, broker): ...                      # defaults: test-site, TLS + plain loopback listener
+    @pytest.mark.parametrize("site", [{"max_queued_messages": 5}], indirect=True)
+    def test_y(site, broker): ...                      # init_site keyword arguments through indirect params
+    def test_z(make_site, make_broker):
+        small = make_site(max_queued_messages=5); process = make_broker(small)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import free_ports
+
+from broker.mosquitto import MosquittoProcess
+from broker.site import Site, init_site
+
+
+@pytest.fixture(scope="session")
+def sites_base() -> Iterator[Path]:
+    # Not tmp_path: pytest's temporary tree is 0700, and Mosquitto started as root drops privileges to user
+    # `mosquitto`, which must be able to walk down to the site's passwd, ACL and persistence directory.
+    base = Path(tempfile.mkdtemp(prefix="museum-tests-"))
+    os.chmod(base, 0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_site(sites_base: Path) -> Callable[..., Site]:
+    """Factory: `make_site(**init_site_kwargs)`; site_id defaults to "test-site", ports to free ones."""
+
+    def make(**kwargs: Any) -> Site:
+        parent = Path(tempfile.mkdtemp(dir=sites_base))
+        os.chmod(parent, 0o711)
+        tls_port, plain_port = free_ports(2)
+        settings: dict[str, Any] = {"tls_port": tls_port, "bind": "127.0.0.1", "plain_loopback_port": plain_port}
+        settings.update(kwargs)
+        site_id = settings.pop("site_id", "test-site")
+        return init_site(parent / "site", site_id, **settings)
+
+    return make
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, make_site: Callable[..., Site]) -> Site:
+    return make_site(**getattr(request, "param", {}))
+
+
+@pytest.fixture
+def make_broker() -> Iterator[Callable[[Site], MosquittoProcess]]:
+    """Factory: `make_broker(site)` starts Mosquitto for `site` and waits until it is ready; every broker it
+    started is stopped at teardown (killed if it will not stop), whatever the test did."""
+    started: list[MosquittoProcess] = []
+
+    def make(site: Site) -> MosquittoProcess:
+        process = MosquittoProcess.start(site)
+        started.append(process)
+        process.wait_ready(10.0)
+        return process
+
+    yield make
+    for process in reversed(started):
+        try:
+            process.stop(timeout=5.0)
+        except BaseException:
+            process.kill()
+
+
+@pytest.fixture
+def broker(site: Site, make_broker: Callable[[Site], MosquittoProcess]) -> MosquittoProcess:
+    return make_broker(site)

@@ -1,0 +1,103 @@
+"""Device → broker → hub, end to end against a real Mosquitto: every event stored exactly once."""
+
+from __future__ import annotations
+
+from harness import HubThread, device_config, devices, start_device, stored_ids, stored_types
+from support import wait_until
+
+from protocol.config import ClientConfig
+from protocol.device import DeliveryTuning, DeviceClient
+from protocol.events import ArtworkViewed, DeviceStatus
+from protocol.ids import new_visit_id
+from protocol.mqtt import Credentials, Endpoint, MqttLink
+from protocol.topics import all_devices, events_topic
+
+
+def _views(client: DeviceClient, count: int) -> set[str]:
+    visit = new_visit_id()
+    return {client.record(ArtworkViewed, visit_id=visit, artwork_id=f"work-{i % 20}", source="kiosk",
+                          language="fr").event_id for i in range(count)}
+
+
+def test_events_are_stored_once_and_leave_the_outbox(site, broker):
+    with HubThread(site):
+        client = start_device(site, "kiosk-01")
+        try:
+            sent = _views(client, 500)
+            assert client.wait_drained(30), client.stats()
+            assert client.stats().events_acked >= len(sent)
+        finally:
+            client.stop()
+    assert sent <= stored_ids(site, "kiosk-01")
+
+
+def test_backlog_built_while_hub_is_down_drains_in_batches(site, broker):
+    client = start_device(site, "kiosk-02", DeliveryTuning(batch_max_events=200))
+    try:
+        sent = _views(client, 3000)
+        assert client.outbox.pending >= 3000
+        with HubThread(site):
+            assert client.wait_drained(60), client.stats()
+        stats = client.stats()
+        assert stats.messages_sent < stats.events_sent, "a backlog must travel in batch envelopes"
+    finally:
+        client.stop()
+    assert sent <= stored_ids(site, "kiosk-02")
+
+
+def test_outbox_survives_a_restart_of_the_device(site, broker):
+    config = device_config(site, "kiosk-03")
+    first = DeviceClient(config)  # never started: no broker contact at all
+    sent = _views(first, 50)
+    first.stop()
+    with HubThread(site):
+        second = DeviceClient(config)
+        second.start()
+        try:
+            assert second.wait_drained(30)
+        finally:
+            second.stop()
+    assert sent <= stored_ids(site, "kiosk-03")
+
+
+def test_heartbeat_and_presence_fill_the_device_registry(site, broker):
+    def registered(state: str) -> bool:
+        row = devices(site).get("gateway-01")
+        return row is not None and row["state"] == state and row["kind"] == "gateway"
+
+    with HubThread(site):
+        client = start_device(site, "gateway-01", kind="gateway")
+        try:
+            client.record(DeviceStatus, kind="gateway", software_version="9.9.9", uptime_s=1.0, outbox_pending=0,
+                          outbox_dropped=0)
+            assert wait_until(lambda: registered("online"), 10)
+            assert wait_until(lambda: devices(site)["gateway-01"]["software_version"] == "9.9.9", 10)
+        finally:
+            client.stop()
+        assert wait_until(lambda: registered("offline"), 10)
+    assert DeviceStatus.type in stored_types(site, "gateway-01")
+
+
+def test_messages_queued_for_a_persistent_session_survive_wait_connected(site, broker):
+    hub_config = ClientConfig.load(site.hub_config)
+    endpoint = Endpoint("127.0.0.1", site.plain_loopback_port)
+    credentials = Credentials(hub_config.broker.username, hub_config.broker.password)
+    subscriptions = [(all_devices(site.site_id, "events"), 1)]
+    hub = MqttLink("hub", endpoint, credentials, clean_session=False, subscriptions=subscriptions)
+    assert hub.wait_connected(5)
+    hub.close()  # the session stays on the broker, which now queues for it
+
+    device = device_config(site, "kiosk-q")
+    sender = MqttLink("kiosk-q", endpoint, Credentials(device.broker.username, device.broker.password))
+    assert sender.wait_connected(5)
+    for i in range(5):
+        assert sender.publish(events_topic(site.site_id, "kiosk-q"), f"queued {i}".encode())
+    assert sender.flush(5)
+    sender.close()
+
+    again = MqttLink("hub", endpoint, credentials, clean_session=False, subscriptions=subscriptions)
+    assert again.wait_connected(5)
+    received = []
+    assert wait_until(lambda: received.extend(again.poll(0.05)) or len(received) >= 5, 5)
+    again.close()
+    assert sorted(m.payload for m in received) == [f"queued {i}".encode() for i in range(5)]
