@@ -2,8 +2,12 @@
 
 One thread does everything, in rounds: take what the broker delivered since the last round, validate it with
 the codec, commit it in one transaction (a group commit), and only then tell each device which of its events
-are safe. Input that breaks the contract is quarantined with its reason, counted, and acknowledged as rejected
-so the device stops resending it; the hub itself never stops on input.
+are safe. (A two-thread pipeline, validating the next round while SQLite commits the last, measured 25% slower:
+the GIL handoffs cost more than the overlap gains.) While a round is being committed, the socket's buffers and
+the broker's queue hold what comes next: a slow disk slows the reading down instead of filling memory.
+
+Input that breaks the contract is quarantined with its reason, counted, and acknowledged as rejected so the
+device stops resending it; the hub itself never stops on input.
 
 The hub's MQTT session is persistent (clean_session false), so the broker queues events while the hub
 restarts. That queue is bounded and can drop (see docs/hub.md); the devices' outboxes are what guarantees that
@@ -41,6 +45,9 @@ class HubSettings:
     db_path: Path
     stats_file: Path | None = None
     stats_interval_s: float = 1.0
+    retention_days: float = 90.0
+    quarantine_retention_days: float = 30.0
+    purge_interval_s: float = 3600.0
 
     @property
     def endpoint(self) -> Endpoint:
@@ -65,12 +72,44 @@ class _Round:
             return
         self.devices[seen.device_id] = DeviceSeen(
             seen.device_id, seen.kind or before.kind, seen.software_version or before.software_version,
-            seen.state or before.state, seen.state_since or before.state_since)
+            seen.state or before.state, seen.state_since or before.state_since, seen.replayed and before.replayed)
 
-    def quarantine(self, topic: str, raw: bytes, error: ContractError, device_id: str | None) -> None:
-        self.quarantined.append(QuarantineEntry(topic, raw, error.code, error.detail, device_id, error.event_id))
+    def quarantine(self, topic: str, raw: bytes, error: ContractError, device_id: str | None, *,
+                   replayed: bool = False) -> None:
+        self.quarantined.append(QuarantineEntry(topic, raw, error.code, error.detail, device_id, error.event_id,
+                                                replayed))
         if device_id is not None and error.event_id is not None:
-            self.rejected.setdefault(device_id, []).append(Rejection(error.event_id, f"{error.code}: {error.detail}"))
+            reason = f"{error.code}: {error.detail}"[:REASON_MAX_CHARS]
+            self.rejected.setdefault(device_id, []).append(Rejection(error.event_id, reason))
+
+
+ACK_MAX_BYTES = 128 * 1024
+"""Encoded size above which a round's acknowledgement to one device is split: a quarter of what the device
+accepts (codec.MAX_MESSAGE_BYTES) and far below the broker's packet limit, whatever the reasons say."""
+
+REASON_MAX_CHARS = 500
+
+
+def _acks(committed: list[str], rejected: list[Rejection]) -> list[Ack]:
+    """One round's acknowledgements for one device, split by encoded size so that none outgrows a message."""
+    acks: list[Ack] = []
+    ids: list[str] = []
+    rejections: list[Rejection] = []
+    size = 0
+    for item in [*committed, *rejected]:
+        # Upper bounds of each item's encoded size (JSON escaping at most doubles, \u escapes at most sextuple).
+        cost = 48 if isinstance(item, str) else 96 + 6 * len(item.reason)
+        if size + cost > ACK_MAX_BYTES and (ids or rejections):
+            acks.append(Ack(tuple(ids), tuple(rejections)))
+            ids, rejections, size = [], [], 0
+        if isinstance(item, str):
+            ids.append(item)
+        else:
+            rejections.append(item)
+        size += cost
+    if ids or rejections:
+        acks.append(Ack(tuple(ids), tuple(rejections)))
+    return acks
 
 
 class Hub:
@@ -92,10 +131,21 @@ class Hub:
     # --- one round ----------------------------------------------------------------------------------------
 
     def process(self, messages: list[Received], received_at: datetime | None = None) -> _Round:
-        """Validate, commit and acknowledge one group of messages."""
+        """Validate, commit and acknowledge one group of messages, all in the calling thread."""
+        batch = self.collect(messages)
+        for topic, ack in self.commit(batch, received_at):
+            self.link.publish(topic, ack, qos=1)
+        return batch
+
+    def collect(self, messages: list[Received]) -> _Round:
+        """Validate one round of messages: what to store, what to quarantine, whom to acknowledge."""
         batch = _Round()
         for message in messages:
             self._collect(message, batch)
+        return batch
+
+    def commit(self, batch: _Round, received_at: datetime | None = None) -> list[tuple[str, bytes]]:
+        """Store a round; returns the acknowledgements (topic, payload) that its commit has made true."""
         try:
             inserted = self.store.commit_group(batch.events, batch.quarantined, batch.devices.values(),
                                                received_at or utc_now())
@@ -103,14 +153,16 @@ class Hub:
             # Nothing is acknowledged, so the devices keep these events and resend them: nothing is lost.
             log.exception("hub: commit failed; %d events not acknowledged, devices will resend", len(batch.events))
             time.sleep(0.5)
-            return batch
+            return []
         self.stored_total += inserted
         self.quarantined_total += len(batch.quarantined)
         self.rounds += 1
+        acks = []
         for device_id in batch.committed.keys() | batch.rejected.keys():
-            ack = Ack(tuple(batch.committed.get(device_id, ())), tuple(batch.rejected.get(device_id, ())))
-            self.link.publish(topics.acks_topic(self.site_id, device_id), encode_ack(ack), qos=1)
-        return batch
+            topic = topics.acks_topic(self.site_id, device_id)
+            acks += [(topic, encode_ack(ack))
+                     for ack in _acks(batch.committed.get(device_id, []), batch.rejected.get(device_id, []))]
+        return acks
 
     def _collect(self, message: Received, batch: _Round) -> None:
         try:
@@ -162,27 +214,46 @@ class Hub:
                 raise ContractError("device_mismatch", f"status says device {presence.device_id} but was published "
                                     f"on {device_id}'s topic")
         except ContractError as error:
-            batch.quarantine(message.topic, message.payload, error, device_id)
+            batch.quarantine(message.topic, message.payload, error, device_id, replayed=message.retained)
             return
-        batch.see(DeviceSeen(device_id, presence.kind, presence.software_version, presence.state, presence.since))
+        batch.see(DeviceSeen(device_id, presence.kind, presence.software_version, presence.state, presence.since,
+                             replayed=message.retained))
 
     # --- the service --------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         log.info("hub: site %s, broker %s, database %s", self.site_id, self.settings.endpoint,
                  self.settings.db_path)
-        next_stats = time.monotonic()
+        settings = self.settings
+        next_stats = next_purge = time.monotonic()
         try:
             while not stop.is_set():
                 messages = self.link.poll(0.2)
                 if messages:
                     self.process(messages)
-                if self.settings.stats_file is not None and time.monotonic() >= next_stats:
-                    next_stats = time.monotonic() + self.settings.stats_interval_s
-                    self.write_stats_file(self.settings.stats_file)
+                now = time.monotonic()
+                if now >= next_purge:
+                    next_purge = now + settings.purge_interval_s
+                    self.purge()
+                if settings.stats_file is not None and now >= next_stats:
+                    next_stats = now + settings.stats_interval_s
+                    self.write_stats_file(settings.stats_file)
         finally:
+            self.link.flush(2.0)
             self.link.close()
             self.store.close()
+
+    def purge(self) -> None:
+        try:
+            events, quarantined = self.store.purge(utc_now(), events_days=self.settings.retention_days,
+                                                   quarantine_days=self.settings.quarantine_retention_days)
+        except sqlite3.Error:
+            log.exception("hub: retention purge failed; will try again at the next interval")
+            return
+        if events or quarantined:
+            log.info("hub: retention removed %d events and %d quarantine rows", events, quarantined)
+            self.stored_total = self.store.count_events()
+            self.quarantined_total = self.store.count_quarantined()
 
     def write_stats_file(self, path: Path) -> None:
         """Live figures for watchers that must not open the database (the demo's dashboard, monitoring)."""

@@ -35,13 +35,19 @@ def hub() -> None:
               help="The site directory made by `museum site init`.")
 @click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False),
               help="The hub database (default: <site>/hub/hub.sqlite).")
+@click.option("--retention-days", type=click.FloatRange(min=1), default=90.0, show_default=True,
+              help="Delete events this many days after they occurred.")
+@click.option("--quarantine-retention-days", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Delete quarantined input this many days after it arrived.")
 @click.option("-v", "--verbose", is_flag=True, help="Log connections and resends.")
-def run_command(site_dir: Path, db_path: Path | None, verbose: bool) -> None:
+def run_command(site_dir: Path, db_path: Path | None, retention_days: float, quarantine_retention_days: float,
+                verbose: bool) -> None:
     """Run the hub in the foreground until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     site = load_site(site_dir)
-    settings = HubSettings(ClientConfig.load(site.hub_config), db_path or hub_database(site), hub_stats_file(site))
+    settings = HubSettings(ClientConfig.load(site.hub_config), db_path or hub_database(site), hub_stats_file(site),
+                           retention_days=retention_days, quarantine_retention_days=quarantine_retention_days)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -11,20 +11,23 @@ What each table keeps and why (also in docs/hub.md):
 - `quarantine`: input that broke the contract: the topic, at most `QUARANTINE_RAW_BYTES` of the raw payload,
   the error code and detail, when. For staff to diagnose a faulty or hostile device.
 - `devices`: one row per device seen: kind, software version, online/offline, last seen.
+
+Retention (`purge`, run hourly by the hub): events are deleted `events_days` (default 90) after they occurred,
+quarantine rows `quarantine_days` (default 30) after they arrived. Device rows hold no personal data and stay.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from protocol.codec import dumps_text
 from protocol.events import Event
 from protocol.ids import format_instant
 
@@ -32,13 +35,22 @@ QUARANTINE_RAW_BYTES = 64 * 1024
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["events"].create({"event_id": str, "type": str, "schema_version": int, "site_id": str, "device_id": str,
-                         "occurred_at": str, "visit_id": str, "fields": str, "received_at": str},
-                        pk="event_id", not_null={"type", "schema_version", "site_id", "device_id", "occurred_at",
-                                                 "fields", "received_at"})
-    db["events"].create_index(["type"])
+    # Keyed on the time-ordered event_id without a rowid, so new events append to the end of one B-tree. Every
+    # extra index on a random key (visit_id, type) dirties a scattered page per event and cost the hub over
+    # half its throughput; features that need such a lookup add it in a migration of their own.
+    db.execute("""
+        CREATE TABLE events (
+            event_id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            site_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            visit_id TEXT,
+            fields TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        ) WITHOUT ROWID""")
     db["events"].create_index(["device_id", "occurred_at"])
-    db["events"].create_index(["visit_id"])
     db["quarantine"].create({"id": int, "received_at": str, "topic": str, "device_id": str, "event_id": str,
                              "code": str, "reason": str, "raw": bytes, "raw_size": int},
                             pk="id", not_null={"received_at", "topic", "code", "reason", "raw", "raw_size"})
@@ -58,6 +70,7 @@ class QuarantineEntry:
     reason: str
     device_id: str | None = None
     event_id: str | None = None
+    replayed: bool = False  # a retained message the broker delivers again on every subscription
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class DeviceSeen:
     software_version: str | None = None
     state: str | None = None
     state_since: datetime | None = None
+    replayed: bool = False  # from a retained status the broker replays: not a sign of life now
 
 
 @dataclass(frozen=True)
@@ -81,8 +95,7 @@ class HubStats:
 
 def _row(event: Event, received_at: str) -> tuple[Any, ...]:
     return (event.event_id, event.type, event.schema_version, event.site_id, event.device_id,
-            format_instant(event.occurred_at), event.visit_id,
-            json.dumps(event.own_fields(), ensure_ascii=False, separators=(",", ":")), received_at)
+            format_instant(event.occurred_at), event.visit_id, dumps_text(event.own_fields()), received_at)
 
 
 class HubStore:
@@ -94,6 +107,8 @@ class HubStore:
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        # Purged events must really be gone from the file, not merely unlinked from the tree (privacy).
+        self.db.execute("PRAGMA secure_delete=ON")
         self.migrate()
 
     def migrate(self) -> int:
@@ -116,27 +131,54 @@ class HubStore:
                 cursor = conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                           [_row(event, when) for event in events])
                 inserted = cursor.rowcount
-            if quarantined:
-                conn.executemany(
+            for q in quarantined:
+                # A replayed retained message is quarantined once, not again at every reconnection of the hub.
+                conn.execute(
                     "INSERT INTO quarantine (received_at, topic, device_id, event_id, code, reason, raw, raw_size) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(when, q.topic[:500], q.device_id, q.event_id, q.code, q.reason[:2000],
-                      q.raw[:QUARANTINE_RAW_BYTES], len(q.raw)) for q in quarantined])
+                    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT ? OR NOT EXISTS "
+                    "(SELECT 1 FROM quarantine WHERE topic = ? AND raw = ? AND raw_size = ?)",
+                    (when, q.topic[:500], q.device_id, q.event_id, q.code, q.reason[:2000],
+                     q.raw[:QUARANTINE_RAW_BYTES], len(q.raw), q.replayed, q.topic[:500],
+                     q.raw[:QUARANTINE_RAW_BYTES], len(q.raw)))
             for seen in devices:
+                since = format_instant(seen.state_since) if seen.state_since else None
+                # A replayed status says nothing about now: it keeps last_seen (a new device gets the status's own
+                # time), and no status overrides a newer one already recorded.
                 conn.execute(
                     "INSERT INTO devices (device_id, kind, software_version, state, state_since, last_seen) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?7 THEN COALESCE(?5, ?6) ELSE ?6 END) "
+                    "ON CONFLICT(device_id) DO UPDATE SET "
                     "kind = COALESCE(excluded.kind, kind), "
                     "software_version = COALESCE(excluded.software_version, software_version), "
-                    "state = COALESCE(excluded.state, state), "
-                    "state_since = COALESCE(excluded.state_since, state_since), last_seen = excluded.last_seen",
-                    (seen.device_id, seen.kind, seen.software_version, seen.state,
-                     format_instant(seen.state_since) if seen.state_since else None, when))
+                    "state = CASE WHEN excluded.state IS NOT NULL AND (state_since IS NULL "
+                    "  OR excluded.state_since >= state_since) THEN excluded.state ELSE state END, "
+                    "state_since = CASE WHEN excluded.state_since IS NOT NULL AND (state_since IS NULL "
+                    "  OR excluded.state_since >= state_since) THEN excluded.state_since ELSE state_since END, "
+                    "last_seen = CASE WHEN ?7 THEN last_seen ELSE excluded.last_seen END",
+                    (seen.device_id, seen.kind, seen.software_version, seen.state, since, when, seen.replayed))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return inserted
+
+    def purge(self, now: datetime, *, events_days: float, quarantine_days: float) -> tuple[int, int]:
+        """Delete events and quarantined input past their retention; returns (events, quarantine rows) deleted.
+
+        Events age by `occurred_at`, quarantine rows by `received_at`; both are UTC instants in the wire format,
+        which sorts as text."""
+        events_cutoff = format_instant(now - timedelta(days=events_days))
+        quarantine_cutoff = format_instant(now - timedelta(days=quarantine_days))
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            events = conn.execute("DELETE FROM events WHERE occurred_at < ?", (events_cutoff,)).rowcount
+            quarantined = conn.execute("DELETE FROM quarantine WHERE received_at < ?", (quarantine_cutoff,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return events, quarantined
 
     def count_events(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]

@@ -99,8 +99,16 @@ def loads_strict(payload: bytes, *, limit: int = MAX_MESSAGE_BYTES) -> Any:
     return obj
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""Built once: `json.dumps` with options builds a new encoder per call, a third of the cost of a small event."""
+
+
 def dumps_strict(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
+
+
+def dumps_text(obj: Any) -> str:
+    return _ENCODER.encode(obj)
 
 
 # --- events -----------------------------------------------------------------------------------------------
@@ -150,7 +158,8 @@ def event_from_dict(obj: Any) -> Event:
     if not isinstance(obj, dict):
         raise ContractError("not_an_object", f"an event must be a JSON object, got {type(obj).__name__}")
     raw_id = obj.get("event_id")
-    event_id = raw_id if is_event_id(raw_id) else None
+    # Only for error reports: the constructor checks the id itself.
+    event_id = raw_id if isinstance(raw_id, str) and len(raw_id) == 36 and is_event_id(raw_id) else None
     type_name = obj.get("type")
     if not isinstance(type_name, str):
         raise ContractError("missing_field", "type is missing or not a string", event_id=event_id)
@@ -169,19 +178,19 @@ def event_from_dict(obj: Any) -> Event:
             detail = f"{type_name} schema_version {version} is no longer accepted (current: {cls.schema_version})"
         raise ContractError("unsupported_schema_version", detail, event_id=event_id)
     allowed, required = _wire_fields(cls)
-    keys = obj.keys()
-    if not required <= keys:
-        missing = sorted(required - keys)
+    if not required.issubset(obj):
+        missing = sorted(required - obj.keys())
         raise ContractError("missing_field", f"{type_name} lacks {', '.join(missing)}", event_id=event_id)
-    if not keys <= allowed:
-        unknown = sorted(keys - allowed)
+    if not allowed.issuperset(obj):
+        unknown = sorted(obj.keys() - allowed)
         raise ContractError("unknown_field", f"{type_name} v{version} has no field {', '.join(unknown)[:200]}",
                             event_id=event_id)
     try:
         occurred_at = parse_instant(obj["occurred_at"])
     except ValueError as error:
         raise ContractError("invalid_field", f"occurred_at: {error}", event_id=event_id) from None
-    kwargs = {key: value for key, value in obj.items() if key not in ("type", "schema_version")}
+    kwargs = obj.copy()
+    del kwargs["type"], kwargs["schema_version"]
     kwargs["occurred_at"] = occurred_at
     try:
         return cls(**kwargs)

@@ -53,7 +53,7 @@ CommandHandler = Callable[[Command], tuple[bool, str]]
 class DeliveryTuning:
     """How the worker paces delivery. The defaults suit a kiosk on a museum LAN."""
 
-    window: int = 32                      # messages sent but not yet acknowledged by the hub
+    window: int = 2                       # messages sent but not yet acknowledged by the hub
     batch_max_events: int = 500
     batch_max_bytes: int = MAX_MESSAGE_BYTES // 2
     ack_timeout_s: float = 10.0
@@ -86,6 +86,7 @@ class DeviceClient:
                  software_version: str = SOFTWARE_VERSION, discovery_interfaces: list[str] | None = None,
                  on_command: CommandHandler | None = None,
                  on_content: Callable[[ContentAnnouncement], None] | None = None,
+                 on_acked: Callable[[list[str]], None] | None = None,
                  backoff: Backoff | None = None) -> None:
         if config.outbox is None:
             raise ValueError(f"{config.client_id}: a device needs an [outbox] path in its configuration")
@@ -97,6 +98,7 @@ class DeviceClient:
         self._interfaces = discovery_interfaces
         self._on_command = on_command
         self._on_content = on_content
+        self._on_acked = on_acked
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events,
                              max_age_days=config.outbox.max_age_days)
         self.content: ContentAnnouncement | None = None
@@ -114,9 +116,12 @@ class DeviceClient:
         # worker state (touched only by the worker thread)
         self._cursor = 0
         self._in_flight: dict[int, _InFlight] = {}
-        self._batch_of: dict[str, int] = {}
+        self._sent: dict[str, tuple[int, int]] = {}  # event_id → (batch number, outbox seq), while in flight
         self._batch_no = 0
         self._reset_needed = True
+        # True while the worker has room in its window and has found nothing to send. It is set before the
+        # worker's last look at the outbox and read after the emitter's commit, so no event can slip between.
+        self._idle = False
         self._messages_sent = self._events_sent = self._events_acked = self._resends = self._invalid = 0
 
     # --- application side ---------------------------------------------------------------------------------
@@ -139,7 +144,10 @@ class DeviceClient:
                                  f"not this device ({self.site_id}/{self.device_id})")
             encoded.append((event.event_id, encode_event(event)))
         self.outbox.append(encoded)
-        if self._link is not None:
+        # Wake the worker only when it is waiting for events. A busy worker (window full, or sending) finds these
+        # rows on its next look, and a wake per event would cost a syscall and a worker loop per event.
+        if self._idle and self._link is not None:
+            self._idle = False
             self._link.wake()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -257,7 +265,7 @@ class DeviceClient:
             self._resends += 1
         self._cursor = 0
         self._in_flight.clear()
-        self._batch_of.clear()
+        self._sent.clear()
         self._reset_needed = False
 
     def _check_ack_timeout(self, now: float) -> None:
@@ -276,14 +284,20 @@ class DeviceClient:
             rows = self.outbox.pending_after(self._cursor, limit=min(tuning.batch_max_events, MAX_BATCH_EVENTS),
                                              max_bytes=tuning.batch_max_bytes)
             if not rows:
-                return
+                self._idle = True
+                rows = self.outbox.pending_after(self._cursor, limit=min(tuning.batch_max_events, MAX_BATCH_EVENTS),
+                                                 max_bytes=tuning.batch_max_bytes)
+                if not rows:
+                    return
+                self._idle = False
             payload = rows[0].payload if len(rows) == 1 else encode_batch([row.payload for row in rows])
             if not link.publish(self._events_topic, payload, qos=1):
                 return
             self._batch_no += 1
             self._in_flight[self._batch_no] = _InFlight(time.monotonic(), len(rows))
+            batch_no = self._batch_no
             for row in rows:
-                self._batch_of[row.event_id] = self._batch_no
+                self._sent[row.event_id] = (batch_no, row.seq)
             self._cursor = rows[-1].seq
             self._messages_sent += 1
             self._events_sent += len(rows)
@@ -296,23 +310,38 @@ class DeviceClient:
                 for rejection in ack.rejected:
                     log.error("%s: hub quarantined event %s: %s", self.device_id, rejection.event_id,
                               rejection.reason)
-                self._events_acked += self.outbox.remove(done)
+                seqs: list[int] = []
+                unknown: list[str] = []
                 for event_id in done:
-                    batch = self._batch_of.pop(event_id, None)
-                    if batch is not None and batch in self._in_flight:
-                        entry = self._in_flight[batch]
+                    sent = self._sent.pop(event_id, None)
+                    if sent is None:
+                        unknown.append(event_id)  # sent before a go-back: only the id finds it
+                        continue
+                    batch, seq = sent
+                    seqs.append(seq)
+                    entry = self._in_flight.get(batch)
+                    if entry is not None:
                         entry.remaining -= 1
                         if entry.remaining <= 0:
                             del self._in_flight[batch]
+                self._events_acked += self.outbox.remove(unknown, seqs)
+                if self._on_acked is not None:
+                    self._call_back(self._on_acked, done)
             elif message.topic == self._commands_topic:
                 self._run_command(decode_command(message.payload))
             elif message.topic == self._content_topic:
                 self.content = decode_content(message.payload)
                 if self._on_content is not None:
-                    self._on_content(self.content)
+                    self._call_back(self._on_content, self.content)
         except ContractError as error:
             self._invalid += 1
             log.warning("%s: ignoring invalid message on %s: %s", self.device_id, message.topic, error)
+
+    def _call_back(self, callback: Callable[[Any], None], argument: Any) -> None:
+        try:
+            callback(argument)
+        except Exception:  # the application's bug must not stop delivery of everyone's events
+            log.exception("%s: callback %r failed", self.device_id, callback)
 
     def _run_command(self, command: Command) -> None:
         if command.name == "ping":

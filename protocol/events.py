@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from protocol import fields as f
 from protocol.errors import ContractError
-from protocol.fields import IDENTIFIER, Spec
-from protocol.ids import is_event_id, is_visit_id, new_event_id, truncate_ms, utc_now
+from protocol.fields import IDENTIFIER, Spec, matches
+from protocol.ids import VISIT_ID, is_event_id, new_event_id, truncate_ms, utc_now
 
 VisitPolicy = Literal["optional", "required", "forbidden"]
 COMMON_FIELDS = ("event_id", "type", "schema_version", "site_id", "device_id", "occurred_at", "visit_id")
@@ -53,7 +53,7 @@ class Event:
         eid = self.event_id
         for name in ("site_id", "device_id"):
             value = getattr(self, name)
-            if not isinstance(value, str) or IDENTIFIER.match(value) is None:
+            if not isinstance(value, str) or not matches(IDENTIFIER, value):
                 raise ContractError("invalid_field", f"{name} must be an identifier (lowercase letters, digits and "
                                     f"'-', at most 63), got {str(value)[:80]!r}", event_id=eid)
         at = self.occurred_at
@@ -69,7 +69,7 @@ class Event:
         elif policy == "forbidden":
             raise ContractError("invalid_field", f"{self.type} carries no visit_id: it counts people, "
                                 "it does not identify them", event_id=eid)
-        elif not is_visit_id(visit):
+        elif not isinstance(visit, str) or not matches(VISIT_ID, visit):
             raise ContractError("invalid_field", "visit_id must be a random URL-safe token of at least 22 "
                                 "characters (128 bits)", event_id=eid)
         for name, spec in self.specs:

@@ -176,6 +176,12 @@ class MqttLink:
         except (OSError, ssl.SSLError, ValueError) as error:
             self._client = None
             self._fail(f"cannot reach {self.endpoint}: {error}")
+            return
+        sock = client.socket()
+        if sock is not None:
+            # paho leaves Nagle on: a lone event or ack would wait for the peer's delayed ACK (tens of ms).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _fail(self, reason: str) -> None:
         self.last_error = reason

@@ -1,0 +1,109 @@
+"""`museum demo` and `museum simulate …`: a thin shell over `deploy.demo` and `deploy.simulated_device`."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from deploy.demo import DEFAULT_KIOSKS, DEFAULT_SEED, DEFAULT_SPEED, DemoError, plan_devices, run_demo
+from deploy.museum_content import Museum, load_museum, load_sample_museum
+from deploy.simulated_device import MAX_SPEED, SimulatedKind, Simulation, StopFlag, check_config, run_device
+from deploy.simulation import VISITORS_PER_HOUR
+from protocol.config import ClientConfig
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SPEED = click.FloatRange(0, MAX_SPEED, min_open=True)
+
+
+@click.command()
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Seconds to run once everything has started (default: until Ctrl-C).")
+@click.option("--kiosks", type=click.IntRange(0, 99), default=DEFAULT_KIOSKS, show_default=True,
+              help="Kiosks, dealt round the rooms; every room also gets one BLE gateway.")
+@click.option("--speed", type=SPEED, default=DEFAULT_SPEED, show_default=True,
+              help="Museum time runs this many times faster than real time.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+              help="Seed of the simulated visitors: the same seed gives the same visits.")
+@click.option("--site-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Create the demo site here (new or empty directory) instead of in a temporary one.")
+def demo(duration: float | None, kiosks: int, speed: float, seed: int, site_dir: Path | None) -> None:
+    """The whole museum on this machine: broker, hub and simulated kiosks and gateways, with live figures."""
+    stop = StopFlag()
+    stop.install(*STOP_SIGNALS)
+    try:
+        status = run_demo(duration=duration, devices=plan_devices(load_sample_museum(), kiosks), speed=speed,
+                          seed=seed, site_dir=site_dir, stop=stop, out=sys.stdout, register_cleanup=atexit.register)
+    except DemoError as error:
+        raise click.ClickException(str(error)) from None
+    sys.exit(status)
+
+
+@click.group()
+def simulate() -> None:
+    """One simulated device, publishing simulated visitors' events to a site like a real one."""
+
+
+def _simulation_options(command):  # type: ignore[no-untyped-def]
+    options = [
+        click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     required=True, help="The device's configuration, as written by `museum device enroll`."),
+        click.option("--zone", "zone_id", required=True, help="The room the device is in (a zone_id)."),
+        click.option("--speed", type=SPEED, default=1.0, show_default=True,
+                     help="Museum time runs this many times faster than real time."),
+        click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+                     help="With the device id, seeds the visitors: the same seed gives the same visits."),
+        click.option("--museum", "museum_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     default=None, help="The museum file (default: the sample museum)."),
+        click.option("-v", "--verbose", is_flag=True, help="Log every event emitted."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@simulate.command("kiosk")
+@_simulation_options
+def simulate_kiosk(config_path: Path, zone_id: str, speed: float, seed: int, museum_path: Path | None,
+                   verbose: bool) -> None:
+    """A kiosk: visitors' sessions, one after the other."""
+    _simulate("kiosk", config_path, zone_id, speed, seed, museum_path, verbose, VISITORS_PER_HOUR)
+
+
+@simulate.command("gateway")
+@_simulation_options
+@click.option("--visitors-per-hour", type=click.FloatRange(0, min_open=True), default=VISITORS_PER_HOUR,
+              show_default=True, help="Visitors walking into the room, on average.")
+def simulate_gateway(config_path: Path, zone_id: str, speed: float, seed: int, museum_path: Path | None,
+                     verbose: bool, visitors_per_hour: float) -> None:
+    """A room's BLE gateway: visitors stopping at works, and the room's occupancy every minute."""
+    _simulate("gateway", config_path, zone_id, speed, seed, museum_path, verbose, visitors_per_hour)
+
+
+def _simulate(kind: SimulatedKind, config_path: Path, zone_id: str, speed: float, seed: int,
+              museum_path: Path | None, verbose: bool, visitors_per_hour: float) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Installed first, so a stop requested while the device is still starting is not lost.
+    stop = StopFlag()
+    stop.install(*STOP_SIGNALS)
+    try:
+        museum: Museum = load_museum(museum_path) if museum_path is not None else load_sample_museum()
+        config = ClientConfig.load(config_path)
+        simulation = Simulation(kind, zone_id, museum, speed=speed, seed=seed, visitors_per_hour=visitors_per_hour)
+        check_config(config, simulation)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    log = logging.getLogger("deploy.simulate")
+    click.echo(f"{config.client_id}: simulated {kind} in {zone_id!r} of site {config.site_id!r}, "
+               f"museum time x{speed:g}, seed {seed}")
+    emitted = run_device(config, simulation, stop,
+                         on_event=(lambda event: log.info("%s %s", event.type, event.event_id)) if verbose else None)
+    click.echo(f"{config.client_id}: stopped ({stop.signal_name or 'end'}) after {emitted} simulated events")
+
+
+COMMANDS: list[click.Command] = [demo, simulate]

@@ -1,0 +1,508 @@
+"""`museum demo`: the whole museum on one machine, every part a real process talking MQTT to a real Mosquitto.
+
+    museum demo
+    ├── museum broker run --site SITE --no-advertise      → mosquitto -c SITE/mosquitto/mosquitto.conf
+    ├── museum hub run --site SITE                        → SITE/hub/hub.sqlite, SITE/hub/stats.json
+    ├── museum simulate kiosk --config SITE/devices/kiosk-01.toml --zone …      (one per kiosk)
+    └── museum simulate gateway --config SITE/devices/gateway-<room>.toml …     (one per room)
+
+The site is set up the way staff would set one up, with `museum site init` and `museum device enroll` run as
+commands, and the live figures come from the hub's stats file: the demo holds no broker or hub code and never
+opens the hub's database, so what it shows is what the platform does on its own.
+
+Every child runs in its own session, so a Ctrl-C on the terminal reaches only the demo, which then stops the
+museum in order: devices first (they say goodbye and hand over what they hold), then the hub, then the broker.
+Children are also told by the kernel (PR_SET_PDEATHSIG) to stop if the demo dies without cleaning up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from deploy.museum_content import Museum
+from deploy.simulated_device import StopFlag
+from protocol.ids import parse_instant
+
+SITE_ID = "demo"
+DEFAULT_KIOSKS = 6
+DEFAULT_SPEED = 20.0
+DEFAULT_SEED = 2026
+MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")
+BROKER_READY_S = 20.0
+HUB_READY_S = 15.0
+STALE_FIGURES_S = 3.0
+# Stop timeouts. The broker's is the longest: `broker run` gives Mosquitto 10 s to save its persistence.
+DEVICES_STOP_S = 8.0
+HUB_STOP_S = 6.0
+BROKER_STOP_S = 15.0
+GOODBYES_S = 3.0
+"""After the devices stop, how long to let the hub record their offline statuses before stopping it."""
+_PR_SET_PDEATHSIG = 1
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start or a part of it failed; the message says what to do."""
+
+
+class DemoInterrupted(DemoError):
+    """Stopped by a signal while still setting up."""
+
+
+# --- the plan --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    device_id: str
+    kind: str
+    zone_id: str
+
+
+def plan_devices(museum: Museum, kiosks: int) -> list[DeviceSpec]:
+    """`kiosks` kiosks dealt round the rooms in order, and one gateway per room."""
+    if kiosks < 0:
+        raise ValueError(f"the number of kiosks cannot be negative, got {kiosks}")
+    rooms = museum.zone_ids
+    plan = [DeviceSpec(f"kiosk-{number:02d}", "kiosk", rooms[(number - 1) % len(rooms)])
+            for number in range(1, kiosks + 1)]
+    plan += [DeviceSpec(f"gateway-{zone_id}"[:63].rstrip("-"), "gateway", zone_id) for zone_id in rooms]
+    return plan
+
+
+# --- figures ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HubFigures:
+    """The hub's stats file (`<site>/hub/stats.json`), rewritten by the hub every second."""
+
+    stored_total: int
+    events_per_s: float
+    quarantined_total: int
+    devices_online: tuple[str, ...]
+    connected: bool
+    updated_at: datetime
+
+
+def read_hub_figures(path: Path) -> HubFigures | None:
+    """The figures, or None while the hub has not written any (the file is replaced whole, never half-written)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return HubFigures(int(data["stored_total"]), float(data["events_per_s"]), int(data["quarantined_total"]),
+                          tuple(data["devices_online"]), bool(data["connected"]), parse_instant(data["updated_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def format_figures(elapsed_s: float, speed: float, figures: HubFigures | None, enrolled: int,
+                   now: datetime | None = None) -> str:
+    """One line of live figures."""
+    head = f"{clock(elapsed_s)} elapsed, museum clock +{clock(elapsed_s * speed)} (x{speed:g})"
+    if figures is None:
+        return f"{head} | waiting for the hub's first figures"
+    line = (f"{head} | {figures.events_per_s:6.1f} events/s | stored {figures.stored_total}"
+            f" | quarantined {figures.quarantined_total}"
+            f" | devices online {len(figures.devices_online)}/{enrolled}")
+    if not figures.connected:
+        line += " | hub NOT connected to the broker"
+    age = ((now or datetime.now(UTC)) - figures.updated_at).total_seconds()
+    if age > STALE_FIGURES_S:
+        line += f" | figures {age:.0f} s old"
+    return line
+
+
+class LiveLine:
+    """One refreshed line on a terminal; one line per update anywhere else (a log, a pipe)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._width = 0
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.tty and self._width:
+            self.out.write("\n")
+            self.out.flush()
+        self._width = 0
+
+
+# --- processes -------------------------------------------------------------------------------------------
+
+def mosquitto_installed() -> bool:
+    # /usr/sbin is often not on a non-root PATH, and that is where Debian puts the broker.
+    return shutil.which("mosquitto") is not None or MOSQUITTO_FALLBACK.exists()
+
+
+def museum_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "museum", *args]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports of 127.0.0.1 that nothing listens on right now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn asking the kernel to SIGTERM the child when the demo dies, however it dies."""
+
+    # Loaded before the fork: the child should do as little as possible between fork and exec.
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+    def arrange() -> None:
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            # The demo may have died between fork and prctl; then nobody would ever send the signal.
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return arrange
+
+
+@dataclass
+class Child:
+    name: str
+    role: str        # "broker", "hub" or "device"
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return "(no output)"
+        return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+
+def stop_processes(children: Sequence[Child], timeout: float) -> list[str]:
+    """SIGTERM each, wait up to `timeout` in all, then SIGKILL the process group of any straggler. Returns the
+    names of those that had to be killed."""
+    for child in children:
+        if child.alive:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = []
+    for child in children:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            killed.append(child.name)
+            # Its own session made it a group leader: the group holds whatever it started itself.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+    return killed
+
+
+def _pid_runs(pid: int, needle: str) -> bool:
+    try:
+        return os.fsencode(needle) in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+# --- the demo --------------------------------------------------------------------------------------------
+
+class Demo:
+    def __init__(self, site_dir: Path, devices: Sequence[DeviceSpec], *, speed: float, seed: int,
+                 stop: StopFlag, out: IO[str]) -> None:
+        self.site = site_dir.absolute()
+        self.devices = list(devices)
+        self.speed = speed
+        self.seed = seed
+        self.stop = stop
+        self.out = out
+        self.children: list[Child] = []
+        self.killed: list[str] = []
+        self.plain_port = 0
+        self._stopped = False
+
+    # Paths of the site layout (`museum site init`, docs/broker.md) the demo relies on.
+    @property
+    def work_dir(self) -> Path:
+        """The demo's own files: children's output and the list of their pids."""
+        return self.site / "demo"
+
+    @property
+    def pids_file(self) -> Path:
+        return self.work_dir / "pids"
+
+    @property
+    def stats_file(self) -> Path:
+        return self.site / "hub" / "stats.json"
+
+    @property
+    def database(self) -> Path:
+        return self.site / "hub" / "hub.sqlite"
+
+    def device_config(self, device_id: str) -> Path:
+        return self.site / "devices" / f"{device_id}.toml"
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # --- setting up -----------------------------------------------------------------------------------
+
+    def _run_setup(self, *args: str) -> str:
+        if self.stop.requested:
+            raise DemoInterrupted(f"stopped by {self.stop.signal_name} while setting up")
+        # Own session: a Ctrl-C now stops the demo between two steps, not a step half-way.
+        result = subprocess.run(museum_command(*args), capture_output=True, text=True, start_new_session=True,
+                                stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            raise DemoError(f"`museum {' '.join(args)}` failed:\n{(result.stderr or result.stdout).strip()}")
+        return result.stdout
+
+    def set_up(self) -> None:
+        tls_port, plain_port = free_ports(2)
+        self._run_setup("site", "init", str(self.site), "--site-id", SITE_ID, "--tls-port", str(tls_port),
+                        "--bind", "127.0.0.1", "--plain-loopback-port", str(plain_port))
+        self.plain_port = plain_port
+        for spec in self.devices:
+            self._run_setup("device", "enroll", spec.device_id, "--kind", spec.kind, "--site", str(self.site))
+            if not self.device_config(spec.device_id).is_file():
+                raise DemoError(f"`museum device enroll` wrote no {self.device_config(spec.device_id)}")
+        self.work_dir.mkdir(mode=0o700, exist_ok=True)
+        self.say(f"Site {SITE_ID!r} in {self.site}: broker on 127.0.0.1:{plain_port} (plain, loopback only) and "
+                 f"127.0.0.1:{tls_port} (TLS); {len(self.devices)} devices enrolled.")
+
+    # --- starting -------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, role: str, args: Sequence[str]) -> Child:
+        if self.stop.requested:
+            raise DemoInterrupted(f"stopped by {self.stop.signal_name} while starting")
+        log_path = self.work_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(museum_command(*args), stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True,
+                                       preexec_fn=_die_with_parent(os.getpid()),
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        child = Child(name, role, process, log_path)
+        self.children.append(child)
+        self._write_pids()
+        return child
+
+    def _write_pids(self) -> None:
+        temporary = self.pids_file.with_suffix(".tmp")
+        temporary.write_text("".join(f"{c.process.pid} {c.name}\n" for c in self.children), encoding="ascii")
+        os.replace(temporary, self.pids_file)
+
+    def _wait_for(self, child: Child, what: str, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not child.alive:
+                raise DemoError(f"{child.name} exited with status {child.process.returncode} while starting (before "
+                                f"it could {what}); its output ({child.log_path}):\n{child.log_tail()}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"{child.name} did not {what} within {timeout:g} s; its output ({child.log_path}):\n"
+                                f"{child.log_tail()}")
+            if self.stop.wait(0.1):
+                raise DemoInterrupted(f"stopped by {self.stop.signal_name} while starting")
+
+    def start(self) -> None:
+        site = str(self.site)
+        broker = self._spawn("broker", "broker", ["broker", "run", "--site", site, "--no-advertise"])
+        self._wait_for(broker, "accept connections", lambda: _accepts("127.0.0.1", self.plain_port), BROKER_READY_S)
+
+        hub = self._spawn("hub", "hub", ["hub", "run", "--site", site])
+
+        def hub_connected() -> bool:
+            figures = read_hub_figures(self.stats_file)
+            return figures is not None and figures.connected
+
+        self._wait_for(hub, "connect to the broker", hub_connected, HUB_READY_S)
+
+        for spec in self.devices:
+            args = ["simulate", spec.kind, "--config", str(self.device_config(spec.device_id)),
+                    "--zone", spec.zone_id, "--speed", f"{self.speed:g}", "--seed", str(self.seed)]
+            self._spawn(spec.device_id, "device", args)
+        rooms = len({spec.zone_id for spec in self.devices})
+        kiosks = sum(spec.kind == "kiosk" for spec in self.devices)
+        gateways = len(self.devices) - kiosks
+        self.say(f"Running: broker, hub, {_count(kiosks, 'kiosk')} and {_count(gateways, 'gateway')} in "
+                 f"{_count(rooms, 'room')}, museum time x{self.speed:g}, seed {self.seed}. Ctrl-C stops.")
+
+    # --- running --------------------------------------------------------------------------------------
+
+    def watch(self, duration: float | None) -> None:
+        """Show the figures once a second until `duration` has passed or a stop is requested."""
+        line = LiveLine(self.out)
+        started = time.monotonic()
+        end = started + duration if duration is not None else None
+        tick = started
+        try:
+            while True:
+                self._check_children()
+                now = time.monotonic()
+                line.show(format_figures(now - started, self.speed, read_hub_figures(self.stats_file),
+                                         len(self.devices)))
+                if end is not None and now >= end:
+                    return
+                tick += 1.0
+                if self.stop.wait(max(0.0, min(tick, end or tick) - time.monotonic())):
+                    return
+        finally:
+            line.finish()
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if not child.alive:
+                raise DemoError(f"{child.name} exited unexpectedly with status {child.process.returncode}; "
+                                f"its output ({child.log_path}):\n{child.log_tail()}")
+
+    # --- stopping -------------------------------------------------------------------------------------
+
+    def stop_all(self) -> None:
+        """Stop everything this demo started, devices first; safe to call more than once (atexit calls it too)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        by_role = {role: [c for c in self.children if c.role == role] for role in ("device", "hub", "broker")}
+        if any(child.alive for child in self.children):
+            self.say("Stopping the devices, then the hub, then the broker...")
+        self.killed += stop_processes(by_role["device"], DEVICES_STOP_S)
+        if any(child.alive for child in by_role["hub"]):
+            self._let_hub_record_goodbyes()
+        self.killed += stop_processes(by_role["hub"], HUB_STOP_S)
+        self.killed += stop_processes(by_role["broker"], BROKER_STOP_S)
+        self._stop_stray_broker()
+        if self.killed:
+            self.say(f"Had to kill (no clean stop in time): {', '.join(self.killed)}")
+
+    def _let_hub_record_goodbyes(self) -> None:
+        deadline = time.monotonic() + GOODBYES_S
+        while time.monotonic() < deadline:
+            figures = read_hub_figures(self.stats_file)
+            if figures is not None and not figures.devices_online:
+                return
+            time.sleep(0.2)
+
+    def _stop_stray_broker(self) -> None:
+        """Mosquitto runs in a session of its own under `broker run`; should that have been killed, its
+        Mosquitto is still running. The pid file names it; the command line proves it is this site's."""
+        pid_file = self.site / "mosquitto" / "mosquitto.pid"
+        try:
+            pid = int(pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return
+        config = str(self.site / "mosquitto" / "mosquitto.conf")
+        if not _pid_runs(pid, config):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        while _pid_runs(pid, config) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_runs(pid, config):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.killed.append(f"mosquitto (pid {pid})")
+
+    def summary(self) -> str:
+        result = subprocess.run(museum_command("hub", "stats", "--site", str(self.site)), capture_output=True,
+                                text=True, stdin=subprocess.DEVNULL, check=False)
+        return (result.stdout or result.stderr).rstrip()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --- the whole run ---------------------------------------------------------------------------------------
+
+def prepare_site_dir(site_dir: Path | None) -> tuple[Path, bool]:
+    """The directory to create the site in, and whether the demo made it (a temporary one)."""
+    if site_dir is None:
+        # Mosquitto, started as root, drops privileges to user `mosquitto`: it must be able to walk down to
+        # the site's files, which a 0700 temporary directory would forbid.
+        base = Path(tempfile.mkdtemp(prefix="museum-demo-"))
+        os.chmod(base, 0o711)
+        return base / "site", True
+    site_dir = site_dir.absolute()
+    if site_dir.exists() and (not site_dir.is_dir() or any(site_dir.iterdir())):
+        raise DemoError(f"{site_dir} is not an empty directory; the demo creates a fresh site, so give it a new "
+                        "or empty directory (or no --site-dir for a temporary one)")
+    return site_dir, False
+
+
+def run_demo(*, duration: float | None, devices: Sequence[DeviceSpec], speed: float, seed: int,
+             site_dir: Path | None, stop: StopFlag, out: IO[str], register_cleanup: Callable[[Callable[[], None]],
+                                                                                              object]) -> int:
+    """Set up, run and stop the demo; returns the exit status. Errors are DemoError, raised after cleanup."""
+    if not mosquitto_installed():
+        raise DemoError("Mosquitto is not installed. Run `make demo`, which installs it, or "
+                        "`apt-get install mosquitto`, then try again.")
+    site, temporary = prepare_site_dir(site_dir)
+    demo = Demo(site, devices, speed=speed, seed=seed, stop=stop, out=out)
+    register_cleanup(demo.stop_all)
+    failure: DemoError | None = None
+    try:
+        demo.set_up()
+        demo.start()
+        demo.watch(duration)
+        if stop.requested:
+            demo.say(f"{stop.signal_name} received.")
+    except DemoInterrupted as interrupted:
+        demo.say(str(interrupted))
+    except DemoError as error:
+        failure = error
+    finally:
+        demo.stop_all()
+    if demo.database.exists():
+        demo.say("")
+        demo.say(demo.summary())
+    if demo.database.exists():
+        demo.say(f"Site: {site} (hub database {demo.database}, the processes' output in {demo.work_dir}).")
+        demo.say(f"Look again with `museum hub stats --site {site}`"
+                 + (f"; remove it with `rm -r {site.parent}`." if temporary else "."))
+    elif temporary and site.parent.exists():
+        demo.say(f"The demo's temporary directory is {site.parent}.")
+    if failure is not None:
+        raise failure
+    return 0

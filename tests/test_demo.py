@@ -1,0 +1,376 @@
+"""`museum demo` and `museum simulate`: the pacing of simulated devices, then the whole museum as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from harness import ROOT
+
+from broker.site import Site, enroll_device
+from deploy import demo as demo_module
+from deploy.demo import (
+    DemoError,
+    HubFigures,
+    format_figures,
+    plan_devices,
+    prepare_site_dir,
+    read_hub_figures,
+)
+from deploy.museum_content import load_sample_museum
+from deploy.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
+from deploy.simulation import kiosk_events
+from protocol.events import ArtworkViewed, Event, KioskSessionEnded
+from protocol.fields import IDENTIFIER
+from protocol.ids import event_id_time
+
+WALL = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+SIM = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+KIOSK_TYPES = {"kiosk.session_started", "kiosk.session_ended", "artwork.viewed", "artwork.collected",
+               "visitor.language_changed", "visitor.accessibility_changed", "visit.linked", "device.status"}
+GATEWAY_TYPES = {"proximity.entered", "proximity.left", "occupancy.counted", "device.status"}
+FIGURES = re.compile(r"(\d+):(\d\d):(\d\d) elapsed, museum clock \+\S+ \(x20\) \| +[\d.]+ events/s \| stored (\d+) "
+                     r"\| quarantined (\d+) \| devices online (\d+)/(\d+)")
+
+
+# --- pacing, without processes ---------------------------------------------------------------------------
+
+class FakeClock:
+    """Real time as the pacer sees it: waiting advances it; `work_s` is what each emission costs."""
+
+    def __init__(self, work_s: float = 0.0, stop_after_waits: int | None = None) -> None:
+        self.t = 0.0
+        self.waits: list[float] = []
+        self.work_s = work_s
+        self.stop_after_waits = stop_after_waits
+
+    def elapsed(self) -> float:
+        return self.t
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.t += seconds
+        return self.stop_after_waits is not None and len(self.waits) >= self.stop_after_waits
+
+    def now(self) -> datetime:
+        instant = WALL + timedelta(seconds=self.t)
+        self.t += self.work_s
+        return instant
+
+
+def views_at(*offsets_s: float) -> list[tuple[datetime, Event]]:
+    events = [ArtworkViewed.create(site_id="demo", device_id="kiosk-01", occurred_at=SIM + timedelta(seconds=s),
+                                   artwork_id="monet-impression-sunrise", source="kiosk", language="fr")
+              for s in offsets_s]
+    return [(event.occurred_at, event) for event in events]
+
+
+def test_due_time_divides_simulated_gaps_by_the_speed() -> None:
+    assert due_after_s(SIM, SIM + timedelta(seconds=90), 10) == 9.0
+    assert due_after_s(SIM, SIM, 10) == 0.0
+    assert due_after_s(SIM, SIM + timedelta(seconds=3), 0.5) == 6.0
+
+
+def test_sleep_is_what_is_left_and_never_negative() -> None:
+    assert sleep_before(5.0, 2.0) == 3.0
+    assert sleep_before(5.0, 5.0) == 0.0
+    assert sleep_before(5.0, 7.5) == 0.0
+
+
+def test_schedule_becomes_sleeps_and_emission_instants() -> None:
+    schedule = views_at(0, 10, 10, 25, 60)
+    fake = FakeClock()
+    out = list(paced(iter(schedule), SIM, 5, elapsed=fake.elapsed, wait=fake.wait, now=fake.now))
+    assert fake.waits == [0, 2, 0, 3, 7]
+    assert [event.occurred_at for event in out] == [WALL + timedelta(seconds=s) for s in (0, 2, 2, 5, 12)]
+
+
+def test_restamped_events_keep_their_content_and_get_ids_of_their_emission() -> None:
+    (_, original), = views_at(42)
+    emitted = restamp(original, WALL)
+    assert emitted.occurred_at == WALL
+    assert emitted.event_id != original.event_id
+    assert event_id_time(emitted.event_id) >= event_id_time(original.event_id)
+    assert emitted.own_fields() == original.own_fields()
+    assert (emitted.site_id, emitted.device_id, emitted.visit_id) == (original.site_id, original.device_id,
+                                                                     original.visit_id)
+
+
+def test_late_events_go_out_at_once_without_drift_accumulating() -> None:
+    # Each emission costs 1.5 s of real time, more than the 1 s gaps: the pacer never sleeps a negative time,
+    # and once the work is light again it is back on schedule instead of carrying the delay forward.
+    schedule = views_at(0, 5, 10, 15, 100)
+    fake = FakeClock(work_s=1.5)
+    out = list(paced(iter(schedule), SIM, 5, elapsed=fake.elapsed, wait=fake.wait, now=fake.now))
+    assert all(wait >= 0 for wait in fake.waits)
+    assert fake.waits[:4] == [0, 0, 0, 0]
+    assert out[-1].occurred_at == WALL + timedelta(seconds=20)
+
+
+def test_a_stop_ends_the_stream_before_the_next_event() -> None:
+    fake = FakeClock(stop_after_waits=3)
+    out = list(paced(iter(views_at(0, 10, 20, 30)), SIM, 1, elapsed=fake.elapsed, wait=fake.wait, now=fake.now))
+    assert len(out) == 2
+
+
+@pytest.mark.parametrize("speed", [0, -1, float("inf"), 1e9, True])
+def test_a_bad_speed_is_refused(speed: float) -> None:
+    with pytest.raises(ValueError, match="speed"):
+        list(paced(iter(views_at(0)), SIM, speed, elapsed=lambda: 0.0, wait=lambda _s: False))
+
+
+def test_a_real_kiosk_stream_is_compressed_and_never_in_the_future() -> None:
+    museum = load_sample_museum()
+    stream = kiosk_events(random.Random("2026:kiosk-01"), museum, "demo", "kiosk-01", "renaissance", SIM)
+    planned: list[Event] = []
+
+    def remember(items: Iterator[tuple[datetime, Event]]) -> Iterator[tuple[datetime, Event]]:
+        for at, event in items:
+            planned.append(event)
+            yield at, event
+
+    fake = FakeClock()
+    out = []
+    for event in paced(remember(stream), SIM, 20, elapsed=fake.elapsed, wait=fake.wait, now=fake.now):
+        assert event.occurred_at <= WALL + timedelta(seconds=fake.t)
+        out.append(event)
+        if len(out) == 60:
+            break
+    for before, after in zip(planned, out, strict=True):
+        simulated = (before.occurred_at - SIM).total_seconds()
+        assert abs((after.occurred_at - WALL).total_seconds() - simulated / 20) <= 0.001
+        assert after.own_fields() == before.own_fields()
+    ended = [event for event in out if isinstance(event, KioskSessionEnded)]
+    assert ended, "sixty events hold at least one whole session"
+    # In-event durations stay in simulated time: the session's duration is its span before compression.
+    assert all(event.duration_s > 5 for event in ended)
+
+
+# --- figures and plan ------------------------------------------------------------------------------------
+
+def test_the_plan_deals_kiosks_round_the_rooms_and_gives_each_room_a_gateway() -> None:
+    museum = load_sample_museum()
+    plan = plan_devices(museum, 6)
+    kiosks = [spec for spec in plan if spec.kind == "kiosk"]
+    gateways = [spec for spec in plan if spec.kind == "gateway"]
+    assert [spec.zone_id for spec in kiosks] == [*museum.zone_ids, museum.zone_ids[0]]
+    assert sorted(spec.zone_id for spec in gateways) == sorted(museum.zone_ids)
+    ids = [spec.device_id for spec in plan]
+    assert len(set(ids)) == len(ids)
+    assert all(IDENTIFIER.match(device_id) for device_id in ids)
+
+
+def test_figures_line() -> None:
+    figures = HubFigures(412, 38.25, 0, ("kiosk-01", "gateway-realisme"), True, WALL)
+    line = format_figures(75, 20, figures, 8, now=WALL + timedelta(seconds=1))
+    assert line.startswith("0:01:15 elapsed, museum clock +0:25:00 (x20)")
+    assert "38.2 events/s | stored 412 | quarantined 0 | devices online 2/8" in line
+    assert "old" not in line and "NOT connected" not in line
+    stale = format_figures(75, 20, HubFigures(1, 0, 0, (), False, WALL), 8, now=WALL + timedelta(seconds=9))
+    assert "figures 9 s old" in stale and "hub NOT connected" in stale
+    assert "waiting for the hub" in format_figures(0, 20, None, 8)
+
+
+def test_hub_figures_are_read_from_the_stats_file(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    assert read_hub_figures(path) is None
+    path.write_text('{"stored_total": 3', encoding="utf-8")
+    assert read_hub_figures(path) is None
+    path.write_text(json.dumps({"site_id": "demo", "updated_at": "2026-11-25T14:00:00.000Z", "connected": True,
+                                "stored_total": 3, "events_per_s": 1.5, "quarantined_total": 0,
+                                "devices_online": ["kiosk-01"]}), encoding="utf-8")
+    assert read_hub_figures(path) == HubFigures(3, 1.5, 0, ("kiosk-01",), True, WALL)
+
+
+def test_without_mosquitto_the_demo_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(demo_module, "MOSQUITTO_FALLBACK", tmp_path / "mosquitto")
+    with pytest.raises(DemoError, match=r"Run `make demo`, which installs it, or `apt-get install mosquitto`"):
+        demo_module.run_demo(duration=1, devices=[], speed=1, seed=1, site_dir=tmp_path / "site", stop=StopFlag(),
+                             out=sys.stdout, register_cleanup=lambda _f: None)
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_non_empty_site_dir_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x", encoding="utf-8")
+    with pytest.raises(DemoError, match="not an empty directory"):
+        prepare_site_dir(tmp_path)
+    assert prepare_site_dir(tmp_path / "new") == (tmp_path / "new", False)
+
+
+# --- museum simulate ---------------------------------------------------------------------------------------
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "museum", "simulate", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=30, check=False)
+
+
+def test_simulate_refuses_a_device_of_another_kind_or_an_unknown_room(site: Site) -> None:
+    gateway = enroll_device(site, "gateway-01", "gateway")
+    wrong_kind = simulate("kiosk", "--config", str(gateway), "--zone", "renaissance")
+    assert wrong_kind.returncode != 0
+    assert "gateway-01 is enrolled as a gateway, not a kiosk" in wrong_kind.stderr
+    wrong_room = simulate("gateway", "--config", str(gateway), "--zone", "cafeteria")
+    assert wrong_room.returncode != 0
+    assert "zone 'cafeteria' is not a room of demo" in wrong_room.stderr
+
+
+# --- the whole museum --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def demo_site_dir(sites_base: Path) -> Path:
+    # Under a 0711 directory, as the site fixtures do: Mosquitto drops privileges and must reach the site.
+    parent = Path(tempfile.mkdtemp(dir=sites_base))
+    os.chmod(parent, 0o711)
+    return parent / "site"
+
+
+def demo_command(site_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "museum", "demo", "--kiosks", "3", "--speed", "20", "--site-dir", str(site_dir),
+            *extra]
+
+
+def started_pids(site_dir: Path) -> dict[int, str]:
+    lines = (site_dir / "demo" / "pids").read_text(encoding="ascii").splitlines()
+    return {int(pid): name for pid, name in (line.split() for line in lines)}
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = entry.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in command:
+                found.append(f"{entry.name}: {command}")
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead too; only its parent (gone, since the demo exited) would reap it.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def assert_clean_shutdown(site_dir: Path, output: str) -> None:
+    pids = started_pids(site_dir)
+    assert {"broker", "hub", "kiosk-01", "kiosk-02", "kiosk-03"} <= set(pids.values())
+    assert [name for pid, name in pids.items() if alive(pid)] == []
+    assert processes_mentioning(str(site_dir)) == []
+    assert "Had to kill" not in output
+    assert "Events stored:" in output and "Quarantined: 0" in output
+
+
+def stored(site_dir: Path) -> tuple[dict[str, set[str]], int, dict[str, str]]:
+    """device → types of its stored events, quarantined rows, device → state."""
+    with sqlite3.connect(site_dir / "hub" / "hub.sqlite") as db:
+        by_device: dict[str, set[str]] = {}
+        for device_id, kind in db.execute("SELECT DISTINCT device_id, type FROM events"):
+            by_device.setdefault(device_id, set()).add(kind)
+        quarantined = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+        states = dict(db.execute("SELECT device_id, state FROM devices").fetchall())
+    return by_device, quarantined, states
+
+
+def assert_museum_stored(site_dir: Path, *, full: bool) -> None:
+    plan = plan_devices(load_sample_museum(), 3)
+    by_device, quarantined, states = stored(site_dir)
+    assert quarantined == 0
+    # Every device came online, and said goodbye before the hub stopped.
+    assert states == {spec.device_id: "offline" for spec in plan}
+    assert set(by_device) <= set(states) and by_device
+    for spec in plan:
+        allowed = KIOSK_TYPES if spec.kind == "kiosk" else GATEWAY_TYPES
+        assert by_device.get(spec.device_id, set()) <= allowed, spec.device_id
+        if full:
+            assert "device.status" in by_device[spec.device_id], spec.device_id
+            if spec.kind == "gateway":
+                assert "occupancy.counted" in by_device[spec.device_id], spec.device_id
+    if full:
+        kiosk_types = set().union(*(by_device[s.device_id] for s in plan if s.kind == "kiosk"))
+        gateway_types = set().union(*(by_device[s.device_id] for s in plan if s.kind == "gateway"))
+        assert {"kiosk.session_started", "artwork.viewed"} <= kiosk_types
+        assert {"proximity.entered", "proximity.left", "occupancy.counted"} <= gateway_types
+
+
+def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> None:
+    result = subprocess.run(demo_command(demo_site_dir, "--duration", "15"), capture_output=True, text=True,
+                            cwd=ROOT, timeout=90, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    figures = [match.groups() for match in FIGURES.finditer(result.stdout)]
+    assert len(figures) >= 14, output
+    last = figures[-1]
+    assert int(last[3]) > 0 and last[4] == "0" and last[6] == "8", output
+    assert any(match[5] == "8" for match in figures), "every device came online"
+    assert_clean_shutdown(demo_site_dir, output)
+    assert_museum_stored(demo_site_dir, full=True)
+
+
+def read_lines(stream: object, into: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        into.put(line)
+    into.put("")
+
+
+def wait_for_line(lines: queue.Queue[str], seen: list[str], condition: Callable[[str], bool],
+                  timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return False
+        if not line:
+            return False
+        seen.append(line)
+        if condition(line):
+            return True
+    return False
+
+
+def test_sigint_stops_a_running_demo_cleanly(demo_site_dir: Path) -> None:
+    process = subprocess.Popen(demo_command(demo_site_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=ROOT)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        started = time.monotonic()
+        # Running, with events already stored, then interrupted ~8 s after it was launched.
+        storing = wait_for_line(lines, seen, lambda line: bool((m := FIGURES.search(line)) and int(m[4]) > 0), 30)
+        assert storing, "".join(seen)
+        time.sleep(max(0.0, 8 - (time.monotonic() - started)))
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, "".join(seen)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    wait_for_line(lines, seen, lambda _line: False, 5)
+    output = "".join(seen)
+    assert "SIGINT received." in output
+    assert_clean_shutdown(demo_site_dir, output)
+    assert_museum_stored(demo_site_dir, full=False)
