@@ -213,9 +213,9 @@ def main() -> None:
     hub: subprocess.Popen[bytes] | None = None
     try:
         broker.wait_ready(10)
-        base = max(baseline(site, sizes.baseline) for _ in range(2))
+        base = max(baseline(site, sizes.baseline) for _ in range(3))
         hub = start_hub(site)
-        live_rate = max(live(site, sizes.live) for _ in range(2))
+        live_rate = max(live(site, sizes.live) for _ in range(3))
         p50, p99 = latency(site, sizes.latency_rate, sizes.latency_seconds)
         backlog_rate, broker = backlog(site, broker, sizes.backlog)
     finally:

@@ -153,49 +153,61 @@ def encode_batch(encoded_events: list[bytes]) -> bytes:
     return b'{"batch":[' + b",".join(encoded_events) + b"]}"
 
 
+def _readable_id(obj: dict[str, Any]) -> str | None:
+    """The event's id, for an error report, when it is a valid one."""
+    raw_id = obj.get("event_id")
+    return raw_id if is_event_id(raw_id) else None
+
+
 def event_from_dict(obj: Any) -> Event:
     """Validate one parsed JSON object as an event of a known type and version."""
     if not isinstance(obj, dict):
         raise ContractError("not_an_object", f"an event must be a JSON object, got {type(obj).__name__}")
-    raw_id = obj.get("event_id")
-    # Only for error reports: the constructor checks the id itself.
-    event_id = raw_id if isinstance(raw_id, str) and len(raw_id) == 36 and is_event_id(raw_id) else None
     type_name = obj.get("type")
     if not isinstance(type_name, str):
-        raise ContractError("missing_field", "type is missing or not a string", event_id=event_id)
+        raise ContractError("missing_field", "type is missing or not a string", event_id=_readable_id(obj))
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise ContractError("unknown_type", f"event type {type_name[:80]!r} is not part of the contract",
-                            event_id=event_id)
+                            event_id=_readable_id(obj))
     version = obj.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ContractError("missing_field", "schema_version is missing or not a whole number", event_id=event_id)
+        raise ContractError("missing_field", "schema_version is missing or not a whole number",
+                            event_id=_readable_id(obj))
     if version != cls.schema_version:
         if version > cls.schema_version:
             detail = (f"{type_name} schema_version {version} is newer than this build understands "
                       f"(up to {cls.schema_version})")
         else:
             detail = f"{type_name} schema_version {version} is no longer accepted (current: {cls.schema_version})"
-        raise ContractError("unsupported_schema_version", detail, event_id=event_id)
+        raise ContractError("unsupported_schema_version", detail, event_id=_readable_id(obj))
     allowed, required = _wire_fields(cls)
     if not required.issubset(obj):
         missing = sorted(required - obj.keys())
-        raise ContractError("missing_field", f"{type_name} lacks {', '.join(missing)}", event_id=event_id)
+        raise ContractError("missing_field", f"{type_name} lacks {', '.join(missing)}", event_id=_readable_id(obj))
     if not allowed.issuperset(obj):
         unknown = sorted(obj.keys() - allowed)
         raise ContractError("unknown_field", f"{type_name} v{version} has no field {', '.join(unknown)[:200]}",
-                            event_id=event_id)
+                            event_id=_readable_id(obj))
     try:
         occurred_at = parse_instant(obj["occurred_at"])
     except ValueError as error:
-        raise ContractError("invalid_field", f"occurred_at: {error}", event_id=event_id) from None
+        raise ContractError("invalid_field", f"occurred_at: {error}", event_id=_readable_id(obj)) from None
     kwargs = obj.copy()
     del kwargs["type"], kwargs["schema_version"]
     kwargs["occurred_at"] = occurred_at
+    if len(kwargs) + 2 < len(allowed):
+        for name in allowed - obj.keys():  # optional fields left out on the wire
+            kwargs[name] = None
+    if cls.fast_valid(kwargs):
+        # Everything is checked: skip the dataclass __init__, which would only check it all again.
+        event = object.__new__(cls)
+        event.__dict__.update(kwargs)
+        return event
     try:
         return cls(**kwargs)
     except TypeError as error:  # a field of the wrong JSON shape reaching the dataclass
-        raise ContractError("invalid_field", str(error), event_id=event_id) from None
+        raise ContractError("invalid_field", str(error), event_id=_readable_id(obj)) from None
 
 
 def decode_event(payload: bytes) -> Event:

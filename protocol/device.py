@@ -49,6 +49,10 @@ E = TypeVar("E", bound=Event)
 CommandHandler = Callable[[Command], tuple[bool, str]]
 
 
+SEQ_MAP_LIMIT = 100_000
+ACK_FLUSH_S = 0.2  # acknowledged events are deleted from the outbox in bulk, at most this late
+
+
 @dataclass(frozen=True)
 class DeliveryTuning:
     """How the worker paces delivery. The defaults suit a kiosk on a museum LAN."""
@@ -116,7 +120,10 @@ class DeviceClient:
         # worker state (touched only by the worker thread)
         self._cursor = 0
         self._in_flight: dict[int, _InFlight] = {}
-        self._sent: dict[str, tuple[int, int]] = {}  # event_id → (batch number, outbox seq), while in flight
+        self._batch_of: dict[str, int] = {}  # event_id → the message it is in flight in
+        # event_id → outbox seq, for every event sent and not yet acknowledged. Kept across go-backs, so a late
+        # ack for an event sent before one still finds it by seq; bounded by what one window can send again.
+        self._seq_of: dict[str, int] = {}
         self._batch_no = 0
         self._reset_needed = True
         # True while the worker has room in its window and has found nothing to send. It is set before the
@@ -175,7 +182,7 @@ class DeviceClient:
         while time.monotonic() < deadline:
             if self.outbox.pending == 0:
                 return True
-            time.sleep(0.02)
+            time.sleep(0.005)
         return self.outbox.pending == 0
 
     def stats(self) -> DeviceStats:
@@ -233,6 +240,7 @@ class DeviceClient:
             while not self._stopping.is_set():
                 for message in link.poll(0.5 if not self._in_flight else 0.1):
                     self._handle(message)
+                self.outbox.flush_acknowledged(older_than_s=ACK_FLUSH_S)
                 now = time.monotonic()
                 if link.connected:
                     failures_seen = 0
@@ -261,11 +269,14 @@ class DeviceClient:
             link.close()
 
     def _go_back(self) -> None:
+        self.outbox.flush_acknowledged()  # so that nothing already acknowledged is sent again
         if self._in_flight:
             self._resends += 1
         self._cursor = 0
         self._in_flight.clear()
-        self._sent.clear()
+        self._batch_of.clear()
+        if len(self._seq_of) > SEQ_MAP_LIMIT:  # the outbox dropped events under its bounds: forget, look up by id
+            self._seq_of.clear()
         self._reset_needed = False
 
     def _check_ack_timeout(self, now: float) -> None:
@@ -297,7 +308,8 @@ class DeviceClient:
             self._in_flight[self._batch_no] = _InFlight(time.monotonic(), len(rows))
             batch_no = self._batch_no
             for row in rows:
-                self._sent[row.event_id] = (batch_no, row.seq)
+                self._batch_of[row.event_id] = batch_no
+                self._seq_of[row.event_id] = row.seq
             self._cursor = rows[-1].seq
             self._messages_sent += 1
             self._events_sent += len(rows)
@@ -313,18 +325,19 @@ class DeviceClient:
                 seqs: list[int] = []
                 unknown: list[str] = []
                 for event_id in done:
-                    sent = self._sent.pop(event_id, None)
-                    if sent is None:
-                        unknown.append(event_id)  # sent before a go-back: only the id finds it
-                        continue
-                    batch, seq = sent
-                    seqs.append(seq)
-                    entry = self._in_flight.get(batch)
+                    seq = self._seq_of.pop(event_id, None)
+                    if seq is None:
+                        unknown.append(event_id)  # sent by an earlier process: only its id finds it
+                    else:
+                        seqs.append(seq)
+                    batch = self._batch_of.pop(event_id, None)
+                    entry = self._in_flight.get(batch) if batch is not None else None
                     if entry is not None:
                         entry.remaining -= 1
                         if entry.remaining <= 0:
                             del self._in_flight[batch]
-                self._events_acked += self.outbox.remove(unknown, seqs)
+                self.outbox.acknowledge(seqs)
+                self._events_acked += len(seqs) + (self.outbox.remove(unknown) if unknown else 0)
                 if self._on_acked is not None:
                     self._call_back(self._on_acked, done)
             elif message.topic == self._commands_topic:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,35 @@ class Spec:
                                     f"{name} must be at most {_number(self.maximum)}, got {value!r}")
         else:  # pragma: no cover - a programming error in this package
             raise AssertionError(f"unknown spec kind {kind}")
+
+    def fast_check(self) -> Callable[[Any], bool]:
+        """A predicate that accepts only values `check` accepts, as cheaply as possible. It may refuse values
+        `check` would accept (a str subclass, say): callers then fall back to `check`, which stays the one
+        authority and the one source of error messages."""
+        kind = self.kind
+        test: Callable[[Any], bool]
+        if kind == "choice":
+            choices = frozenset(self.choices)
+            test = lambda v: type(v) is str and v in choices  # noqa: E731
+        elif kind == "text":
+            longest = self.max_length
+            test = lambda v: type(v) is str and len(v) <= longest  # noqa: E731
+        elif kind == "flag":
+            test = lambda v: type(v) is bool  # noqa: E731
+        elif kind in ("count", "number"):
+            low = -math.inf if self.minimum is None else self.minimum
+            high = math.inf if self.maximum is None else self.maximum
+            if kind == "count":
+                test = lambda v: type(v) is int and low <= v <= high  # noqa: E731
+            else:
+                test = lambda v: (type(v) is int or (type(v) is float and math.isfinite(v))) and low <= v <= high  # noqa: E731
+        else:
+            pattern = self.pattern
+            assert pattern is not None
+            test = lambda v: type(v) is str and matches(pattern, v)  # noqa: E731
+        if self.optional:
+            return lambda v: v is None or test(v)
+        return test
 
     def describe_type(self) -> str:
         match self.kind:

@@ -8,13 +8,14 @@ random part, so the ids one process creates are strictly increasing: a device's 
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import threading
 import time
 from datetime import UTC, datetime
 
-_UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 VISIT_ID = re.compile(r"^[A-Za-z0-9_-]{22,64}\Z")
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
 
@@ -26,7 +27,9 @@ _last_counter = 0
 def new_event_id() -> str:
     """A new UUIDv7, strictly greater than the previous one made by this process."""
     global _last_ms, _last_counter
-    entropy = int.from_bytes(os.urandom(10), "big")  # one syscall for both random parts
+    # Ids must be unique, not secret: the module's generator (seeded from os.urandom, and reseeded in a forked
+    # child) is a tenth of the cost of a getrandom syscall per event. Visit tokens, which are secrets, use secrets.
+    entropy = random.getrandbits(80)
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
@@ -44,8 +47,23 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def event_id_at(instant: datetime) -> str:
+    """A random UUIDv7 for a given instant: for importing past events and for tests (no ordering promise)."""
+    ms = int(instant.timestamp() * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def event_id_floor(instant: datetime) -> str:
+    """The smallest UUIDv7 of `instant`'s millisecond: every id created before it sorts below, as text."""
+    h = f"{int(instant.timestamp() * 1000):012x}"
+    return f"{h[:8]}-{h[8:]}-7000-8000-000000000000"
+
+
 def is_event_id(value: object) -> bool:
-    return isinstance(value, str) and _UUID7.match(value) is not None
+    return isinstance(value, str) and UUID7.match(value) is not None
 
 
 def event_id_time(event_id: str) -> datetime:

@@ -14,6 +14,7 @@ is about 300,000 events, some 140 MB (about 460 bytes an event on disk; a full o
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     payload BLOB NOT NULL,
     created_at REAL NOT NULL
 );
@@ -52,7 +53,9 @@ class OutboxStats:
     oldest_age_s: float
 
 
-_INSERT = "INSERT OR IGNORE INTO outbox (seq, event_id, payload, created_at) VALUES (?, ?, ?, ?)"
+# No index on event_id: it would cost a third of every append. The sender removes acknowledged events by seq;
+# only acks meant for an earlier process of this device are looked up by id, in one scan per ack.
+_INSERT = "INSERT INTO outbox (seq, event_id, payload, created_at) VALUES (?, ?, ?, ?)"
 
 
 def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
@@ -88,6 +91,13 @@ class Outbox:
         # commit (a quarter of the cost of a one-event append). They only need to grow for the life of this
         # object: the sender's cursor starts again from 0 whenever the process does.
         self._last_seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        # The sender reads through a connection of its own: in WAL mode a reader never waits for the writer, so
+        # an application appending events and the sender reading them do not queue on one lock.
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._reader.execute("PRAGMA query_only=1")
+        self._reader_lock = threading.Lock()
+        self._acknowledged: list[int] = []  # acknowledged, not yet deleted (see `acknowledge`)
+        self._acknowledged_since = 0.0
 
     def append(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Commit events (id, encoded JSON) durably, in order. Returns once they survive a crash."""
@@ -137,9 +147,9 @@ class Outbox:
 
     def pending_after(self, seq: int, *, limit: int, max_bytes: int) -> list[PendingEvent]:
         """The oldest events after `seq`, at most `limit` of them and about `max_bytes` of payload."""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, event_id, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (seq, limit)).fetchall()
+        with self._reader_lock:
+            rows = self._reader.execute("SELECT seq, event_id, payload FROM outbox WHERE seq > ? ORDER BY seq "
+                                        "LIMIT ?", (seq, limit)).fetchall()
         result: list[PendingEvent] = []
         size = 0
         for row_seq, event_id, payload in rows:
@@ -148,6 +158,23 @@ class Outbox:
                 break
             result.append(PendingEvent(row_seq, event_id, bytes(payload)))
         return result
+
+    def acknowledge(self, seqs: Iterable[int]) -> None:
+        """Forget acknowledged events, by seq, in bulk: they stop counting as pending at once, and are deleted by
+        `flush_acknowledged` (one transaction for many acks). Should the process die in between, they are sent
+        again after the restart, which the hub ignores."""
+        new = list(seqs)
+        if new:
+            if not self._acknowledged:
+                self._acknowledged_since = time.monotonic()
+            self._acknowledged += new
+
+    def flush_acknowledged(self, *, older_than_s: float = 0.0) -> int:
+        """Delete what `acknowledge` buffered, if its oldest entry has waited `older_than_s`."""
+        if not self._acknowledged or time.monotonic() - self._acknowledged_since < older_than_s:
+            return 0
+        seqs, self._acknowledged = self._acknowledged, []
+        return self.remove((), seqs)
 
     def remove(self, event_ids: Iterable[str], seqs: Iterable[int] = ()) -> int:
         """Forget events the hub has acknowledged, by id, or by outbox `seq` when the caller knows it (far
@@ -162,7 +189,8 @@ class Outbox:
             if ranges:
                 removed += self._db.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", ranges).rowcount
             if ids:
-                removed += self._db.executemany("DELETE FROM outbox WHERE event_id = ?", ids).rowcount
+                removed += self._db.execute("DELETE FROM outbox WHERE event_id IN (SELECT value FROM json_each(?))",
+                                            (json.dumps([event_id for (event_id,) in ids]),)).rowcount
             self._db.execute("COMMIT")
             self._pending -= removed
             return removed
@@ -171,17 +199,21 @@ class Outbox:
         with self._lock:
             oldest = self._db.execute("SELECT MIN(created_at) FROM outbox").fetchone()[0]
             dropped = self._db.execute("SELECT value FROM counters WHERE name = 'dropped_total'").fetchone()
-            pending = self._pending
+            pending = self._pending - len(self._acknowledged)
         return OutboxStats(pending, dropped[0] if dropped else 0, 0.0 if oldest is None else time.time() - oldest)
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Events not yet acknowledged by the hub."""
+        return self._pending - len(self._acknowledged)
 
     def event_ids(self) -> set[str]:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT event_id FROM outbox")}
 
     def close(self) -> None:
+        self.flush_acknowledged()
+        with self._reader_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()

@@ -9,13 +9,16 @@ import pytest
 
 from broker.hub_store import MIGRATIONS, QUARANTINE_RAW_BYTES, DeviceSeen, HubStore, QuarantineEntry
 from protocol.events import ArtworkViewed, OccupancyCounted
+from protocol.ids import event_id_at, event_id_floor
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def viewed(days_ago: float = 0) -> ArtworkViewed:
-    return ArtworkViewed.create(site_id="demo", device_id="kiosk-1", artwork_id="work-1", source="kiosk",
-                                language="fr", occurred_at=NOW - timedelta(days=days_ago))
+    """An artwork view recorded `days_ago` days before NOW, as a device records it: created as it happened."""
+    at = NOW - timedelta(days=days_ago)
+    return ArtworkViewed(event_id=event_id_at(at), site_id="demo", device_id="kiosk-1", occurred_at=at,
+                         artwork_id="work-1", source="kiosk", language="fr")
 
 
 @pytest.fixture
@@ -67,6 +70,22 @@ def test_retention_deletes_only_what_is_past_its_time(store):
     assert store.purge(NOW, events_days=90, quarantine_days=30) == (1, 1)
     assert store.event_ids() == {recent.event_id}
     assert [row["reason"] for row in store.quarantine_rows()] == ["y"]
+
+
+def test_retention_waits_for_an_event_created_late_with_an_old_occurred_at(store):
+    # Imported or back-dated: created now, claiming to be old. It goes when its creation ages too.
+    backdated = ArtworkViewed.create(site_id="demo", device_id="kiosk-1", artwork_id="work-1", source="kiosk",
+                                     language="fr", occurred_at=NOW - timedelta(days=200))
+    store.commit_group([backdated], [], [], NOW)
+    assert store.purge(NOW, events_days=90, quarantine_days=30) == (0, 0)
+    later = datetime.now(UTC) + timedelta(days=92)
+    assert store.purge(later, events_days=90, quarantine_days=30) == (1, 0)
+
+
+def test_event_id_floor_orders_below_every_id_of_its_millisecond_and_above_earlier_ones():
+    at = NOW
+    assert event_id_floor(at) <= event_id_at(at)
+    assert event_id_at(at - timedelta(milliseconds=1)) < event_id_floor(at)
 
 
 def test_migrations_are_recorded_and_not_rerun(tmp_path):
