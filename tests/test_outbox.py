@@ -1,0 +1,132 @@
+"""The device outbox on its own: durability across reopen, its bounds and their counter, bulk acknowledgement."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+
+import pytest
+
+from protocol.backoff import Backoff
+from protocol.ids import new_event_id
+from protocol.outbox import Outbox
+
+
+def events(count: int) -> list[tuple[str, bytes]]:
+    return [(new_event_id(), f'{{"n":{i}}}'.encode()) for i in range(count)]
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "outbox.sqlite"
+
+
+def test_events_come_back_in_order_after_reopening(path):
+    outbox = Outbox(path)
+    first = events(3)
+    for item in first:
+        outbox.append([item])
+    outbox.append(events(2))
+    outbox.close()
+    reopened = Outbox(path)
+    rows = reopened.pending_after(0, limit=10, max_bytes=10_000)
+    assert [row.event_id for row in rows[:3]] == [event_id for event_id, _ in first]
+    assert [row.seq for row in rows] == sorted(row.seq for row in rows)
+    assert reopened.pending == 5
+    reopened.close()
+
+
+def test_sequence_keeps_growing_after_a_reopen(path):
+    outbox = Outbox(path)
+    outbox.append(events(3))
+    outbox.close()
+    reopened = Outbox(path)
+    reopened.append(events(1))
+    seqs = [row.seq for row in reopened.pending_after(0, limit=10, max_bytes=10_000)]
+    assert seqs == [1, 2, 3, 4]
+    reopened.close()
+
+
+def test_batches_are_cut_by_count_and_by_bytes(path):
+    outbox = Outbox(path)
+    outbox.append([(new_event_id(), b"x" * 100) for _ in range(10)])
+    assert len(outbox.pending_after(0, limit=4, max_bytes=10_000)) == 4
+    assert len(outbox.pending_after(0, limit=10, max_bytes=350)) == 3
+    assert len(outbox.pending_after(0, limit=10, max_bytes=1)) == 1, "one event always goes, however large"
+    outbox.close()
+
+
+def test_a_full_outbox_drops_the_oldest_and_counts_them(path):
+    outbox = Outbox(path, max_events=100)
+    batch = events(150)
+    for start in range(0, 150, 10):
+        outbox.append(batch[start:start + 10])
+    stats = outbox.stats()
+    assert (stats.pending, stats.dropped_total) == (100, 50)
+    kept = outbox.event_ids()
+    assert {event_id for event_id, _ in batch[:50]}.isdisjoint(kept)
+    assert {event_id for event_id, _ in batch[50:]} == kept
+    (one,) = events(1)
+    outbox.append([one])  # one event into a full outbox: the single-event path must respect the bound too
+    assert (outbox.pending, outbox.stats().dropped_total) == (100, 51)
+    assert one[0] in outbox.event_ids() and batch[50][0] not in outbox.event_ids()
+    outbox.close()
+    assert Outbox(path, max_events=100).stats().dropped_total == 51, "the counter survives a restart"
+
+
+def test_events_past_the_age_bound_are_dropped_and_counted(path):
+    outbox = Outbox(path, max_age_days=1)
+    old = events(5)
+    outbox.append(old)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET created_at = ?", (time.time() - 2 * 86400,))
+    fresh = events(3)
+    outbox.append(fresh)
+    assert outbox.expire() == 5
+    assert outbox.event_ids() == {event_id for event_id, _ in fresh}
+    assert outbox.stats().dropped_total == 5
+    outbox.close()
+
+
+def test_acknowledged_events_stop_counting_at_once_and_go_in_bulk(path):
+    outbox = Outbox(path)
+    outbox.append(events(10))
+    rows = outbox.pending_after(0, limit=10, max_bytes=10_000)
+    outbox.acknowledge([row.seq for row in rows[:4]])
+    assert outbox.pending == 6
+    assert len(outbox.event_ids()) == 10, "deleted later, in bulk"
+    assert outbox.flush_acknowledged(older_than_s=60) == 0, "not old enough yet"
+    assert outbox.flush_acknowledged() == 4
+    assert outbox.event_ids() == {row.event_id for row in rows[4:]}
+    assert outbox.pending == 6
+    outbox.close()
+
+
+def test_closing_deletes_what_was_acknowledged(path):
+    outbox = Outbox(path)
+    outbox.append(events(3))
+    outbox.acknowledge([1, 2])
+    outbox.close()
+    assert Outbox(path).pending == 1
+
+
+def test_removal_by_id_and_by_seq_ignores_what_is_already_gone(path):
+    outbox = Outbox(path)
+    batch = events(6)
+    outbox.append(batch)
+    assert outbox.remove([batch[0][0], new_event_id()], [2, 3, 99]) == 3
+    assert outbox.remove([batch[0][0]], [2]) == 0
+    assert outbox.pending == 3
+    outbox.close()
+
+
+def test_backoff_grows_to_its_cap_with_jitter_and_resets():
+    backoff = Backoff(base_s=1.0, cap_s=8.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(8)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(8.0, 2 ** attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays[4:]}) > 1, "capped delays still differ: jitter"
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
