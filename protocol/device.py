@@ -50,7 +50,7 @@ CommandHandler = Callable[[Command], tuple[bool, str]]
 
 
 SEQ_MAP_LIMIT = 100_000
-ACK_FLUSH_S = 0.2  # acknowledged events are deleted from the outbox in bulk, at most this late
+ACK_FLUSH_S = 0.2  # acknowledged events are deleted in bulk once the oldest has waited this long (+ one loop)
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ class DeviceClient:
         # event_id → outbox seq, for every event sent and not yet acknowledged. Kept across go-backs, so a late
         # ack for an event sent before one still finds it by seq; bounded by what one window can send again.
         self._seq_of: dict[str, int] = {}
+        self._twins: dict[str, list[int]] = {}  # event_id → seqs of earlier copies of an event emitted twice
         self._batch_no = 0
         self._reset_needed = True
         # True while the worker has room in its window and has found nothing to send. It is set before the
@@ -277,6 +278,7 @@ class DeviceClient:
         self._batch_of.clear()
         if len(self._seq_of) > SEQ_MAP_LIMIT:  # the outbox dropped events under its bounds: forget, look up by id
             self._seq_of.clear()
+            self._twins.clear()
         self._reset_needed = False
 
     def _check_ack_timeout(self, now: float) -> None:
@@ -308,11 +310,26 @@ class DeviceClient:
             self._in_flight[self._batch_no] = _InFlight(time.monotonic(), len(rows))
             batch_no = self._batch_no
             for row in rows:
-                self._batch_of[row.event_id] = batch_no
-                self._seq_of[row.event_id] = row.seq
+                event_id = row.event_id
+                earlier = self._seq_of.get(event_id)
+                if earlier is not None and earlier != row.seq:
+                    self._twin(event_id, earlier)
+                self._batch_of[event_id] = batch_no
+                self._seq_of[event_id] = row.seq
             self._cursor = rows[-1].seq
             self._messages_sent += 1
             self._events_sent += len(rows)
+
+    def _twin(self, event_id: str, earlier_seq: int) -> None:
+        """The same event was emitted twice and both copies are in flight: the hub's one acknowledgement of
+        the id must settle both rows, and the earlier message must not wait for an ack that names the later."""
+        self._twins.setdefault(event_id, []).append(earlier_seq)
+        batch = self._batch_of.get(event_id)
+        entry = self._in_flight.get(batch) if batch is not None else None
+        if entry is not None:
+            entry.remaining -= 1
+            if entry.remaining <= 0:
+                del self._in_flight[batch]
 
     def _handle(self, message: Received) -> None:
         try:
@@ -330,6 +347,8 @@ class DeviceClient:
                         unknown.append(event_id)  # sent by an earlier process: only its id finds it
                     else:
                         seqs.append(seq)
+                        if self._twins:
+                            seqs += self._twins.pop(event_id, ())
                     batch = self._batch_of.pop(event_id, None)
                     entry = self._in_flight.get(batch) if batch is not None else None
                     if entry is not None:

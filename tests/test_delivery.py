@@ -101,3 +101,23 @@ def test_messages_queued_for_a_persistent_session_survive_wait_connected(site, b
     assert wait_until(lambda: received.extend(again.poll(0.05)) or len(received) >= 5, 5)
     again.close()
     assert sorted(m.payload for m in received) == [f"queued {i}".encode() for i in range(5)]
+
+
+def test_an_event_emitted_twice_is_stored_once_without_stalling_delivery(site, broker):
+    # Both copies leave in separate messages, both in flight at once. The hub acknowledges the id twice; each
+    # message must be settled, or one waits for the (patient) ack timeout, holding a window slot until then.
+    with HubThread(site):
+        client = start_device(site, "kiosk-twice", DeliveryTuning(ack_timeout_s=60, window=2))
+        try:
+            event = ArtworkViewed.create(site_id=site.site_id, device_id="kiosk-twice", artwork_id="work-1",
+                                         source="kiosk", language="fr")
+            assert wait_until(lambda: client.stats().connected, 5)
+            client.emit(event)
+            client.emit(event)
+            later = _views(client, 20)
+            assert client.wait_drained(5), client.stats()
+            assert wait_until(lambda: client.stats().in_flight_messages == 0, 2), client.stats()
+            assert client.outbox.event_ids() == set()
+        finally:
+            client.stop()
+    assert stored_ids(site, "kiosk-twice") >= later | {event.event_id}
