@@ -114,10 +114,6 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected
 
-    @property
-    def unacked_publishes(self) -> int:
-        return len(self._unacked)
-
     def set_endpoint(self, endpoint: Endpoint) -> None:
         """Use another broker address from the next connection attempt on (after a new discovery)."""
         self.endpoint = endpoint
