@@ -97,10 +97,13 @@ def test_hub_stopped_until_the_broker_drops_its_queue(site, broker):
     devices = [start_device(site, f"kiosk-{i}", tuning) for i in range(3)]
     hub = HubProcess(site).start()
     try:
-        assert wait_until(lambda: hub_db(site).exists(), 20)
+        # Only a hub whose session is subscribed has a queue to overflow: wait until one event went through it.
+        warm_up = devices[0].record(ArtworkViewed, artwork_id="work-0", source="kiosk", language="fr")
+        assert wait_until(lambda: warm_up.event_id in stored_ids(site), 30), "the hub never stored an event"
         hub.signal(signal.SIGSTOP)
         with Burst(devices, 6000) as burst:
             pass
+        burst.sent[0].add(warm_up.event_id)
         assert wait_until(lambda: "Outgoing messages are being dropped" in site.log_file.read_text(), 60), \
             "Mosquitto never overflowed the stopped hub's queue"
         hub.signal(signal.SIGCONT)
