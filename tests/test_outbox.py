@@ -130,3 +130,10 @@ def test_backoff_grows_to_its_cap_with_jitter_and_resets():
     assert len({round(d, 6) for d in delays[4:]}) > 1, "capped delays still differ: jitter"
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+def test_a_new_outbox_uses_small_pages(path):
+    Outbox(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 1024
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
