@@ -13,8 +13,8 @@ What each table keeps and why (also in docs/hub.md):
 - `devices`: one row per device seen: kind, software version, online/offline, last seen.
 
 Retention (`purge`, run hourly by the hub): events are deleted `events_days` (default 90) after they occurred
-(and were created: see `purge`),
-quarantine rows `quarantine_days` (default 30) after they arrived. Device rows hold no personal data and stay.
+(and were created: see `purge`), quarantine rows `quarantine_days` (default 30) after they arrived. Device
+rows hold no personal data and stay.
 """
 
 from __future__ import annotations

@@ -324,12 +324,16 @@ class DeviceClient:
         """The same event was emitted twice and both copies are in flight: the hub's one acknowledgement of
         the id must settle both rows, and the earlier message must not wait for an ack that names the later."""
         self._twins.setdefault(event_id, []).append(earlier_seq)
-        batch = self._batch_of.get(event_id)
-        entry = self._in_flight.get(batch) if batch is not None else None
-        if entry is not None:
-            entry.remaining -= 1
-            if entry.remaining <= 0:
-                del self._in_flight[batch]
+        self._settle(self._batch_of.get(event_id))
+
+    def _settle(self, batch: int | None) -> None:
+        """One more event of message `batch` is acknowledged; the message leaves the window with its last."""
+        entry = None if batch is None else self._in_flight.get(batch)
+        if entry is None:
+            return
+        entry.remaining -= 1
+        if entry.remaining <= 0:
+            del self._in_flight[batch]
 
     def _handle(self, message: Received) -> None:
         try:
@@ -349,12 +353,7 @@ class DeviceClient:
                         seqs.append(seq)
                         if self._twins:
                             seqs += self._twins.pop(event_id, ())
-                    batch = self._batch_of.pop(event_id, None)
-                    entry = self._in_flight.get(batch) if batch is not None else None
-                    if entry is not None:
-                        entry.remaining -= 1
-                        if entry.remaining <= 0:
-                            del self._in_flight[batch]
+                    self._settle(self._batch_of.pop(event_id, None))
                 self.outbox.acknowledge(seqs)
                 self._events_acked += len(seqs) + (self.outbox.remove(unknown) if unknown else 0)
                 if self._on_acked is not None:

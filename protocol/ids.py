@@ -7,7 +7,6 @@ random part, so the ids one process creates are strictly increasing: a device's 
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import secrets
@@ -40,18 +39,18 @@ def new_event_id() -> str:
             ms = _last_ms
             _last_counter += 1
         counter = _last_counter
-    rand_a = (counter >> 30) & 0xFFF
-    rand_b = ((counter & 0x3FFFFFFF) << 32) | (entropy & 0xFFFFFFFF)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid7(ms, (counter >> 30) & 0xFFF, ((counter & 0x3FFFFFFF) << 32) | (entropy & 0xFFFFFFFF))
 
 
 def event_id_at(instant: datetime) -> str:
     """A random UUIDv7 for a given instant: for importing past events and for tests (no ordering promise)."""
-    ms = int(instant.timestamp() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    rand = random.getrandbits(74)
+    return _uuid7(int(instant.timestamp() * 1000), rand >> 62, rand & ((1 << 62) - 1))
+
+
+def _uuid7(ms: int, rand_a: int, rand_b: int) -> str:
+    """The canonical text of a UUIDv7: 48 bits of milliseconds, version 7, 12 bits, variant 0b10, 62 bits."""
+    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -72,7 +72,8 @@ def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
 
 class Outbox:
     """Thread-safe: the application appends from its own thread while the device client's worker reads and
-    removes. One connection behind a lock keeps the pending count exact without a query per append."""
+    removes. Writes go through one connection behind a lock, which keeps the pending count exact without a query
+    per append; the worker reads through a second, read-only one."""
 
     def __init__(self, path: Path, *, max_events: int = 2_000_000, max_age_days: float = 30.0,
                  synchronous: str = "NORMAL") -> None:
