@@ -28,10 +28,11 @@ from pathlib import Path
 
 from broker.hub_store import DeviceSeen, HubStore, QuarantineEntry
 from protocol import topics
+from protocol.canonical import EventRecord, event_record, scan_events
 from protocol.codec import decode_event_message, decode_presence, encode_ack, encode_event
 from protocol.config import ClientConfig
 from protocol.errors import ContractError
-from protocol.events import DeviceStatus, Event
+from protocol.events import DeviceStatus
 from protocol.ids import format_instant, utc_now
 from protocol.messages import Ack, Rejection
 from protocol.mqtt import Credentials, Endpoint, MqttLink, Received
@@ -59,7 +60,7 @@ class HubSettings:
 class _Round:
     """What one round collected, before its commit."""
 
-    events: list[Event] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     quarantined: list[QuarantineEntry] = field(default_factory=list)
     devices: dict[str, DeviceSeen] = field(default_factory=dict)
     committed: dict[str, list[str]] = field(default_factory=dict)
@@ -182,6 +183,22 @@ class Hub:
             self._collect_presence(message, device_id, batch)
 
     def _collect_events(self, message: Received, device_id: str, batch: _Round) -> None:
+        records = scan_events(message.payload)
+        if records is not None and all(r[4] == device_id and r[3] == self.site_id for r in records):
+            # Canonical and addressed right: every field is already checked (see protocol.canonical).
+            batch.see(DeviceSeen(device_id))
+            batch.events += records
+            batch.committed.setdefault(device_id, []).extend([record[0] for record in records])
+            for record in records:
+                if record[1] == DeviceStatus.type:
+                    own = json.loads(record[7])
+                    batch.see(DeviceSeen(device_id, own["kind"], own["software_version"]))
+            return
+        self._collect_strictly(message, device_id, batch)
+
+    def _collect_strictly(self, message: Received, device_id: str, batch: _Round) -> None:
+        """The codec's way, for anything the canonical scanner did not recognise: accepts what is valid in any
+        JSON form, and quarantines the rest with its precise reason."""
         try:
             decoded = decode_event_message(message.payload)
         except ContractError as error:
@@ -200,7 +217,7 @@ class Hub:
                                       f"{self.site_id}", event_id=event.event_id)
                 batch.quarantine(message.topic, encode_event(event), error, device_id)
             else:
-                batch.events.append(event)
+                batch.events.append(event_record(event))
                 batch.committed.setdefault(device_id, []).append(event.event_id)
                 if isinstance(event, DeviceStatus):
                     batch.see(DeviceSeen(device_id, event.kind, event.software_version))

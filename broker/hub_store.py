@@ -28,11 +28,13 @@ from typing import Any
 
 import sqlite_utils
 
-from protocol.codec import dumps_text
-from protocol.events import Event
+from protocol.canonical import EventRecord
+from protocol.checkpointer import Checkpointer
 from protocol.ids import event_id_floor, format_instant
 
 QUARANTINE_RAW_BYTES = 64 * 1024
+ROWS_PER_PAGE = 10
+"""About how many stored events fill one 4 KiB page: it paces the background checkpoints."""
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -94,11 +96,6 @@ class HubStats:
     devices_known: int
 
 
-def _row(event: Event, received_at: str) -> tuple[Any, ...]:
-    return (event.event_id, event.type, event.schema_version, event.site_id, event.device_id,
-            format_instant(event.occurred_at), event.visit_id, dumps_text(event.own_fields()), received_at)
-
-
 class HubStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -111,6 +108,7 @@ class HubStore:
         # Purged events must really be gone from the file, not merely unlinked from the tree (privacy).
         self.db.execute("PRAGMA secure_delete=ON")
         self.migrate()
+        self._checkpointer = Checkpointer(self.path, conn)
 
     def migrate(self) -> int:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -120,9 +118,10 @@ class HubStore:
                 self.db.execute(f"PRAGMA user_version = {number}")
         return len(MIGRATIONS)
 
-    def commit_group(self, events: Sequence[Event], quarantined: Sequence[QuarantineEntry],
+    def commit_group(self, events: Sequence[EventRecord], quarantined: Sequence[QuarantineEntry],
                      devices: Iterable[DeviceSeen], received_at: datetime) -> int:
-        """Store one group in one transaction; returns how many events were new (the rest were resends)."""
+        """Store one group of valid events (as `protocol.canonical` records them) in one transaction; returns how
+        many were new (the rest were resends)."""
         when = format_instant(received_at)
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -130,7 +129,7 @@ class HubStore:
             inserted = 0
             if events:
                 cursor = conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                          [_row(event, when) for event in events])
+                                          [(*record, when) for record in events])
                 inserted = cursor.rowcount
             for q in quarantined:
                 # A replayed retained message is quarantined once, not again at every reconnection of the hub.
@@ -141,7 +140,10 @@ class HubStore:
                     (when, q.topic[:500], q.device_id, q.event_id, q.code, q.reason[:2000],
                      q.raw[:QUARANTINE_RAW_BYTES], len(q.raw), q.replayed, q.topic[:500],
                      q.raw[:QUARANTINE_RAW_BYTES], len(q.raw)))
+            quarantined_bytes = sum(min(len(q.raw), QUARANTINE_RAW_BYTES) for q in quarantined)
+            pages = 1 + len(events) // ROWS_PER_PAGE + quarantined_bytes // 4096
             for seen in devices:
+                pages += 1
                 since = format_instant(seen.state_since) if seen.state_since else None
                 # A replayed status says nothing about now: it keeps last_seen (a new device gets the status's own
                 # time), and no status overrides a newer one already recorded.
@@ -161,6 +163,7 @@ class HubStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._checkpointer.wrote(pages)
         return inserted
 
     def purge(self, now: datetime, *, events_days: float, quarantine_days: float) -> tuple[int, int]:
@@ -184,6 +187,7 @@ class HubStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._checkpointer.wrote(1 + (events + quarantined) // ROWS_PER_PAGE)
         return events, quarantined
 
     def count_events(self) -> int:
@@ -212,4 +216,5 @@ class HubStore:
         return HubStats(sum(by_type.values()), by_type, sum(by_code.values()), by_code, online, known)
 
     def close(self) -> None:
+        self._checkpointer.close()
         self.db.conn.close()

@@ -45,6 +45,22 @@ def test_backlog_built_while_hub_is_down_drains_in_batches(site, broker):
     assert sent <= stored_ids(site, "kiosk-02")
 
 
+def test_only_a_full_batch_joins_a_message_in_flight(site, broker):
+    # No hub: nothing is acknowledged, so what is sent shows how the window is used.
+    client = start_device(site, "kiosk-pace", DeliveryTuning(window=2, batch_max_events=10, ack_timeout_s=60))
+    try:
+        assert wait_until(lambda: client.stats().connected, 5)
+        _views(client, 1)
+        assert wait_until(lambda: client.stats().messages_sent == 1, 5)
+        _views(client, 9)  # a partial batch: it waits for the first message's ack, gathering more
+        assert not wait_until(lambda: client.stats().messages_sent > 1, 0.5), client.stats()
+        _views(client, 1)  # now ten are waiting: a full batch takes the window's second place
+        assert wait_until(lambda: client.stats().messages_sent == 2, 5), client.stats()
+        assert client.stats().events_sent == 11
+    finally:
+        client.stop()
+
+
 def test_outbox_survives_a_restart_of_the_device(site, broker):
     config = device_config(site, "kiosk-03")
     first = DeviceClient(config)  # never started: no broker contact at all
@@ -107,7 +123,8 @@ def test_an_event_emitted_twice_is_stored_once_without_stalling_delivery(site, b
     # Both copies leave in separate messages, both in flight at once. The hub acknowledges the id twice; each
     # message must be settled, or one waits for the (patient) ack timeout, holding a window slot until then.
     with HubThread(site):
-        client = start_device(site, "kiosk-twice", DeliveryTuning(ack_timeout_s=60, window=2))
+        # One event per message: each is a full batch, so the second copy joins the first in flight.
+        client = start_device(site, "kiosk-twice", DeliveryTuning(ack_timeout_s=60, window=2, batch_max_events=1))
         try:
             event = ArtworkViewed.create(site_id=site.site_id, device_id="kiosk-twice", artwork_id="work-1",
                                          source="kiosk", language="fr")
@@ -117,7 +134,7 @@ def test_an_event_emitted_twice_is_stored_once_without_stalling_delivery(site, b
             later = _views(client, 20)
             assert client.wait_drained(5), client.stats()
             assert wait_until(lambda: client.stats().in_flight_messages == 0, 2), client.stats()
-            assert client.outbox.event_ids() == set()
+            assert wait_until(lambda: client.outbox.event_ids() == set(), 2), "acknowledged rows are deleted soon"
         finally:
             client.stop()
     assert stored_ids(site, "kiosk-twice") >= later | {event.event_id}

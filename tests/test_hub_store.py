@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.hub_store import MIGRATIONS, QUARANTINE_RAW_BYTES, DeviceSeen, HubStore, QuarantineEntry
-from protocol.events import ArtworkViewed, OccupancyCounted
+from protocol.canonical import EventRecord, event_record
+from protocol.events import ArtworkViewed, Event, OccupancyCounted
 from protocol.ids import event_id_at, event_id_floor
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -21,6 +22,10 @@ def viewed(days_ago: float = 0) -> ArtworkViewed:
                          artwork_id="work-1", source="kiosk", language="fr")
 
 
+def records(*events: Event) -> list[EventRecord]:
+    return [event_record(event) for event in events]
+
+
 @pytest.fixture
 def store(tmp_path):
     hub_store = HubStore(tmp_path / "hub.sqlite")
@@ -30,15 +35,15 @@ def store(tmp_path):
 
 def test_a_resent_event_is_stored_once(store):
     events = [viewed() for _ in range(10)]
-    assert store.commit_group(events, [], [], NOW) == 10
+    assert store.commit_group(records(*events), [], [], NOW) == 10
     extra = viewed()
-    assert store.commit_group([*events[5:], extra], [], [], NOW) == 1
+    assert store.commit_group(records(*events[5:], extra), [], [], NOW) == 1
     assert store.event_ids() == {e.event_id for e in events} | {extra.event_id}
 
 
 def test_own_fields_are_kept_as_json(store):
     event = OccupancyCounted.create(site_id="demo", device_id="gw-1", zone_id="room-1", count=12, window_s=60)
-    store.commit_group([event], [], [], NOW)
+    store.commit_group(records(event), [], [], NOW)
     row = store.db["events"].get(event.event_id)
     assert row["type"] == "occupancy.counted" and row["visit_id"] is None
     assert row["fields"] == '{"zone_id":"room-1","count":12,"window_s":60}'
@@ -64,7 +69,7 @@ def test_registry_merges_what_each_message_tells(store):
 
 def test_retention_deletes_only_what_is_past_its_time(store):
     old, recent = viewed(days_ago=91), viewed(days_ago=89)
-    store.commit_group([old, recent], [], [], NOW)
+    store.commit_group(records(old, recent), [], [], NOW)
     store.commit_group([], [QuarantineEntry("t", b"?", "invalid_json", "x")], [], NOW - timedelta(days=31))
     store.commit_group([], [QuarantineEntry("t", b"?", "invalid_json", "y")], [], NOW - timedelta(days=29))
     assert store.purge(NOW, events_days=90, quarantine_days=30) == (1, 1)
@@ -76,7 +81,7 @@ def test_retention_waits_for_an_event_created_late_with_an_old_occurred_at(store
     # Imported or back-dated: created now, claiming to be old. It goes when its creation ages too.
     backdated = ArtworkViewed.create(site_id="demo", device_id="kiosk-1", artwork_id="work-1", source="kiosk",
                                      language="fr", occurred_at=NOW - timedelta(days=200))
-    store.commit_group([backdated], [], [], NOW)
+    store.commit_group(records(backdated), [], [], NOW)
     assert store.purge(NOW, events_days=90, quarantine_days=30) == (0, 0)
     later = datetime.now(UTC) + timedelta(days=92)
     assert store.purge(later, events_days=90, quarantine_days=30) == (1, 0)

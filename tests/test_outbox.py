@@ -7,8 +7,10 @@ import sqlite3
 import time
 
 import pytest
+from support import wait_until
 
 from protocol.backoff import Backoff
+from protocol.checkpointer import Checkpointer
 from protocol.ids import new_event_id
 from protocol.outbox import Outbox
 
@@ -137,3 +139,34 @@ def test_a_new_outbox_uses_small_pages(path):
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA page_size").fetchone()[0] == 1024
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_pending_after_keeps_to_the_byte_budget_but_always_returns_one(path):
+    outbox = Outbox(path)
+    outbox.append([(new_event_id(), b"x" * 100) for _ in range(10)])
+    assert len(outbox.pending_after(0, limit=10, max_bytes=303)) == 3, "101 bytes each, counting a separator"
+    assert len(outbox.pending_after(0, limit=10, max_bytes=50)) == 1, "an event larger than the budget still goes"
+    assert len(outbox.pending_after(0, limit=4, max_bytes=10_000)) == 4
+    outbox.close()
+
+
+def test_checkpoints_happen_in_the_background_not_in_the_writers_commit(path):
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, payload BLOB)")
+    checkpointer = Checkpointer(path, writer, every_pages=20)
+    try:
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 200, "the writer's is a safety net"
+        size_before = path.stat().st_size
+        for n in range(19):
+            writer.execute("INSERT INTO t VALUES (?, ?)", (n, b"x" * 3000))  # one page each, at least
+            checkpointer.wrote(1)
+        time.sleep(0.2)
+        assert checkpointer.checkpoints == 0 and path.stat().st_size == size_before, "not yet 20 pages"
+        writer.execute("INSERT INTO t VALUES (?, ?)", (19, b"x" * 3000))
+        checkpointer.wrote(1)
+        assert wait_until(lambda: checkpointer.checkpoints == 1, 5)
+        assert path.stat().st_size >= 20 * 3000, "the rows were copied from the log into the database file"
+    finally:
+        checkpointer.close()
+        writer.close()
