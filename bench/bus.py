@@ -5,7 +5,8 @@ paho on the same broker, in the same run.
 
 Prints a table, then, last, one JSON line with: baseline_qos1_per_s, live_per_s, live_ratio, latency_p50_ms,
 latency_p99_ms, backlog_per_s, backlog_ratio. The machine is shared and noisy, so every figure is measured here,
-now, next to its baseline; the ratios are what to compare between runs.
+now, next to its baseline, and each throughput is the best of `TRIALS` trials; the ratios are what to compare
+between runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from protocol.topics import all_devices, events_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"live_ratio": 0.8, "latency_p99_ms": 20.0, "backlog_ratio": 5.0}
+TRIALS = 3
+"""Each throughput (the baseline's too) is the best of this many trials: other tenants of a shared machine only
+ever slow a trial down, so the best one is the closest to what the code itself can do."""
 
 
 @dataclass(frozen=True)
@@ -213,11 +217,14 @@ def main() -> None:
     hub: subprocess.Popen[bytes] | None = None
     try:
         broker.wait_ready(10)
-        base = max(baseline(site, sizes.baseline) for _ in range(3))
+        base = max(baseline(site, sizes.baseline) for _ in range(TRIALS))
         hub = start_hub(site)
-        live_rate = max(live(site, sizes.live) for _ in range(3))
+        live_rate = max(live(site, sizes.live) for _ in range(TRIALS))
         p50, p99 = latency(site, sizes.latency_rate, sizes.latency_seconds)
-        backlog_rate, broker = backlog(site, broker, sizes.backlog)
+        backlog_rate = 0.0
+        for _ in range(TRIALS):
+            rate, broker = backlog(site, broker, sizes.backlog)
+            backlog_rate = max(backlog_rate, rate)
     finally:
         if hub is not None:
             hub.terminate()
