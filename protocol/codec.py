@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -140,8 +141,49 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return data
 
 
+_escape = json.encoder.encode_basestring
+"""The JSON encoder's own string escaping (in C), so that the writers below produce its very bytes."""
+
+
+def _number(value: Any) -> str:
+    return float.__repr__(value) if type(value) is float else int.__repr__(value)
+
+
+def _flag(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def _event_writer(cls: type[Event]) -> Callable[[Event], str]:
+    """The canonical JSON text of an event of `cls`, written field by field in wire order: the same text as
+    `dumps_text(event_to_dict(event))` (a test holds them equal) for a third of the cost, on a kiosk's hot path."""
+    head = f',"type":{_escape(cls.type)},"schema_version":{cls.schema_version},"site_id":'
+    own = tuple((f',"{name}":', name, {"flag": _flag, "count": _number, "number": _number}.get(spec.kind, _escape))
+                for name, spec in cls.specs)
+
+    def write(event: Event) -> str:
+        values = event.__dict__
+        visit = values["visit_id"]
+        parts = ['{"event_id":', _escape(values["event_id"]), head, _escape(values["site_id"]), ',"device_id":',
+                 _escape(values["device_id"]), ',"occurred_at":"', format_instant(values["occurred_at"]),
+                 '","visit_id":', "null" if visit is None else _escape(visit)]
+        for key, name, writer in own:
+            value = values[name]
+            parts += (key, "null" if value is None else writer(value))
+        parts.append("}")
+        return "".join(parts)
+
+    return write
+
+
+_writers: dict[type[Event], Callable[[Event], str]] = {}
+
+
 def encode_event(event: Event) -> bytes:
-    encoded = dumps_strict(event_to_dict(event))
+    cls = type(event)
+    writer = _writers.get(cls)
+    if writer is None:
+        writer = _writers[cls] = _event_writer(cls)
+    encoded = writer(event).encode("utf-8")
     if len(encoded) > MAX_EVENT_BYTES:
         raise ContractError("too_large", f"event {event.event_id} encodes to {len(encoded)} bytes, over the "
                             f"{MAX_EVENT_BYTES}-byte limit", event_id=event.event_id)
@@ -200,10 +242,7 @@ def event_from_dict(obj: Any) -> Event:
         for name in allowed - obj.keys():  # optional fields left out on the wire
             kwargs[name] = None
     if cls.fast_valid(kwargs):
-        # Everything is checked: skip the dataclass __init__, which would only check it all again.
-        event = object.__new__(cls)
-        event.__dict__.update(kwargs)
-        return event
+        return cls.from_valid(kwargs)
     try:
         return cls(**kwargs)
     except TypeError as error:  # a field of the wrong JSON shape reaching the dataclass

@@ -180,6 +180,27 @@ def test_batch_at_the_event_limit_is_accepted() -> None:
     assert {item.error.code for item in message.rejected} == {"missing_field"}
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+def test_the_fast_writer_writes_what_the_json_encoder_writes(type_name: str, variant: str) -> None:
+    event = make_event(EVENT_TYPES[type_name], **VARIANTS[variant])
+    assert encode_event(event) == dumps_strict(event_to_dict(event))
+
+
+@pytest.mark.parametrize("detail", ['say "hi"', "back\\slash", "tab\tnew\nline\x00\x1f", "Œuvre « déplacée »",
+                                    "emoji 🖼️", "\u2028 and \u2029", "</script>", ""])
+def test_the_fast_writer_escapes_text_as_the_json_encoder_does(detail: str) -> None:
+    event = make_event(CommandResult, detail=detail)
+    assert encode_event(event) == dumps_strict(event_to_dict(event))
+    assert decode_event(encode_event(event)) == event
+
+
+@pytest.mark.parametrize("value", [0, 7, 0.1, 1e-05, 5e-324, 12.0, 86_399.999, 3600])
+def test_the_fast_writer_writes_numbers_as_the_json_encoder_does(value: float) -> None:
+    event = make_event(OccupancyCounted, window_s=value, count=int(value))
+    assert encode_event(event) == dumps_strict(event_to_dict(event))
+
+
 def test_encoding_is_compact_utf8() -> None:
     event = make_event(CommandResult, detail="Œuvre « déplacée »")
     encoded = encode_event(event)
