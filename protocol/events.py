@@ -43,6 +43,7 @@ class Event:
     specs: ClassVar[tuple[tuple[str, Spec], ...]] = ()
     fast_checks: ClassVar[tuple[tuple[str, Callable[[Any], bool]], ...]] = ()
     field_names: ClassVar[frozenset[str]] = frozenset()
+    optional_names: ClassVar[frozenset[str]] = frozenset()
 
     event_id: str
     site_id: str
@@ -102,6 +103,8 @@ class Event:
         """A new event happening now (or at `occurred_at`), with a fresh `event_id`."""
         values = {"event_id": new_event_id(), "site_id": site_id, "device_id": device_id,
                   "occurred_at": occurred_at or utc_now(), "visit_id": visit_id, **own_fields}
+        if len(values) < len(cls.field_names):
+            values.update(dict.fromkeys(cls.optional_names - values.keys()))  # optional fields left out
         if values.keys() == cls.field_names and cls.fast_valid(values):
             return cls.from_valid(values)
         return cls(**values)  # the dataclass fills defaults, and refuses or normalises with a precise error
@@ -160,6 +163,7 @@ def event_type(name: str, *, version: int = 1, visit: VisitPolicy = "optional"):
                           if fld.name not in base)
         cls.fast_checks = _common_fast_checks(visit) + tuple((name, spec.fast_check()) for name, spec in cls.specs)
         cls.field_names = frozenset(field.name for field in dataclasses.fields(cls))
+        cls.optional_names = frozenset(name for name, spec in cls.specs if spec.optional)
         EVENT_TYPES[name] = cls
         return cls
 

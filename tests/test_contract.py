@@ -832,3 +832,23 @@ def test_config_missing_setting(tmp_path: Path, missing: str) -> None:
 def test_config_refuses_bad_identifiers(tmp_path: Path, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         _config(tmp_path, **{field: "Not An Id"})
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+def test_create_takes_the_fast_way_with_or_without_optional_fields(type_name: str, monkeypatch) -> None:
+    cls = EVENT_TYPES[type_name]
+    calls = []
+    monkeypatch.setattr(cls, "__post_init__", lambda self: calls.append(self))  # runs only on the dataclass way
+    visit = VISIT if cls.visit_policy == "required" else None
+    for with_optional in (True, False):
+        own = {name: sample_value(name, spec) for name, spec in cls.specs if with_optional or not spec.optional}
+        event = cls.create(site_id=SITE, device_id=DEVICE, visit_id=visit, **own)
+        assert all(getattr(event, name) is None for name, spec in cls.specs if spec.optional and name not in own)
+        assert decode_event(encode_event(event)) == event
+    assert calls == []
+
+
+def test_create_still_refuses_an_unknown_field_when_an_optional_one_is_left_out() -> None:
+    with pytest.raises(TypeError):
+        ArtworkViewed.create(site_id=SITE, device_id=DEVICE, artwork_id="w-1", source="kiosk", language="fr",
+                             colour="red")
