@@ -245,7 +245,6 @@ class DeviceClient:
             while not self._stopping.is_set():
                 for message in link.poll(0.5 if not self._in_flight else 0.1):
                     self._handle(message)
-                self.outbox.flush_acknowledged(older_than_s=ACK_FLUSH_S, at_least=ACK_FLUSH_EVENTS)
                 now = time.monotonic()
                 if link.connected:
                     failures_seen = 0
@@ -257,6 +256,8 @@ class DeviceClient:
                         and self.config.broker.discover:
                     failures_seen = link.backoff.failures
                     link.set_endpoint(self._resolve_endpoint())
+                # After sending: the hub works on the next message while the acknowledged rows are deleted here.
+                self.outbox.flush_acknowledged(older_than_s=ACK_FLUSH_S, at_least=ACK_FLUSH_EVENTS)
                 if now >= next_heartbeat:
                     next_heartbeat = now + self.config.heartbeat_s
                     self._heartbeat()
