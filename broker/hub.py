@@ -184,13 +184,15 @@ class Hub:
 
     def _collect_events(self, message: Received, device_id: str, batch: _Round) -> None:
         records = scan_events(message.payload)
-        if records is not None and all(r[4] == device_id and r[3] == self.site_id for r in records):
+        site_id = self.site_id
+        if records is not None and all(r[4] == device_id and r[3] == site_id for r in records):
             # Canonical and addressed right: every field is already checked (see protocol.canonical).
             batch.see(DeviceSeen(device_id))
             batch.events += records
             batch.committed.setdefault(device_id, []).extend([record[0] for record in records])
+            status = DeviceStatus.type
             for record in records:
-                if record[1] == DeviceStatus.type:
+                if record[1] == status:
                     own = json.loads(record[7])
                     batch.see(DeviceSeen(device_id, own["kind"], own["software_version"]))
             return
