@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, TypeVar
 
 from protocol import SOFTWARE_VERSION, topics
@@ -319,13 +321,21 @@ class DeviceClient:
             self._batch_no += 1
             self._in_flight[self._batch_no] = _InFlight(time.monotonic(), len(rows))
             batch_no = self._batch_no
-            for row in rows:
-                event_id = row.event_id
-                earlier = self._seq_of.get(event_id)
-                if earlier is not None and earlier != row.seq:
-                    self._twin(event_id, earlier)
-                self._batch_of[event_id] = batch_no
-                self._seq_of[event_id] = row.seq
+            ids = [row.event_id for row in rows]
+            unique = set(ids)
+            if len(unique) == len(ids) and self._seq_of.keys().isdisjoint(unique):
+                # The common case, every event sent for the first time: recorded in bulk (a backlog sends
+                # thousands a second, and these maps are touched for each of them).
+                self._seq_of.update(zip(ids, [row.seq for row in rows], strict=True))
+                self._batch_of.update(dict.fromkeys(ids, batch_no))
+            else:
+                for row in rows:
+                    event_id = row.event_id
+                    earlier = self._seq_of.get(event_id)
+                    if earlier is not None and earlier != row.seq:
+                        self._twin(event_id, earlier)
+                    self._batch_of[event_id] = batch_no
+                    self._seq_of[event_id] = row.seq
             self._cursor = rows[-1].seq
             self._messages_sent += 1
             self._events_sent += len(rows)
@@ -336,12 +346,12 @@ class DeviceClient:
         self._twins.setdefault(event_id, []).append(earlier_seq)
         self._settle(self._batch_of.get(event_id))
 
-    def _settle(self, batch: int | None) -> None:
-        """One more event of message `batch` is acknowledged; the message leaves the window with its last."""
+    def _settle(self, batch: int | None, count: int = 1) -> None:
+        """`count` more events of message `batch` are acknowledged; the message leaves the window with its last."""
         entry = None if batch is None else self._in_flight.get(batch)
         if entry is None:
             return
-        entry.remaining -= 1
+        entry.remaining -= count
         if entry.remaining <= 0:
             del self._in_flight[batch]
 
@@ -355,15 +365,22 @@ class DeviceClient:
                               rejection.reason)
                 seqs: list[int] = []
                 unknown: list[str] = []
-                for event_id in done:
-                    seq = self._seq_of.pop(event_id, None)
-                    if seq is None:
-                        unknown.append(event_id)  # sent by an earlier process: only its id finds it
-                    else:
-                        seqs.append(seq)
-                        if self._twins:
+                if self._twins:
+                    for event_id in done:
+                        seq = self._seq_of.pop(event_id, None)
+                        if seq is None:
+                            unknown.append(event_id)  # sent by an earlier process: only its id finds it
+                        else:
+                            seqs.append(seq)
                             seqs += self._twins.pop(event_id, ())
-                    self._settle(self._batch_of.pop(event_id, None))
+                        self._settle(self._batch_of.pop(event_id, None))
+                else:  # the same, in bulk: an ack of a draining backlog names a thousand events or more
+                    popped = list(map(self._seq_of.pop, done, repeat(None)))
+                    seqs = [seq for seq in popped if seq is not None]
+                    if len(seqs) < len(popped):
+                        unknown = [event_id for event_id, seq in zip(done, popped, strict=True) if seq is None]
+                    for batch, count in Counter(map(self._batch_of.pop, done, repeat(None))).items():
+                        self._settle(batch, count)
                 self.outbox.acknowledge(seqs)
                 self._events_acked += len(seqs) + (self.outbox.remove(unknown) if unknown else 0)
                 if self._on_acked is not None:

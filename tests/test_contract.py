@@ -700,6 +700,10 @@ MESSAGE_REJECTIONS: list[tuple[str, Callable[[], Any], str, tuple[str, ...]]] = 
      ("committed",)),
     ("ack-committed-not-list", lambda: decode_ack(b'{"committed": "x", "rejected": []}'), "invalid_field",
      ("committed",)),
+    ("ack-committed-not-strings", lambda: decode_ack(payload({"committed": [new_event_id(), 12], "rejected": []})),
+     "invalid_field", ("committed",)),
+    ("ack-committed-id-with-newline", lambda: decode_ack(payload({"committed": [new_event_id() + "\n"],
+                                                                  "rejected": []})), "invalid_field", ("committed",)),
     ("ack-rejected-shape", lambda: decode_ack(payload({"committed": [], "rejected": [{"event_id": new_event_id()}]})),
      "invalid_field", ("rejected",)),
     ("ack-rejected-extra", lambda: decode_ack(payload({"committed": [], "rejected": [
