@@ -33,8 +33,9 @@ from protocol.checkpointer import Checkpointer
 from protocol.ids import event_id_floor, format_instant
 
 QUARANTINE_RAW_BYTES = 64 * 1024
+PAGE_BYTES = 4096  # SQLite's default page size, which the hub's database keeps
 ROWS_PER_PAGE = 10
-"""About how many stored events fill one 4 KiB page: it paces the background checkpoints."""
+"""About how many stored events fill one page: it paces the background checkpoints."""
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -141,7 +142,7 @@ class HubStore:
                      q.raw[:QUARANTINE_RAW_BYTES], len(q.raw), q.replayed, q.topic[:500],
                      q.raw[:QUARANTINE_RAW_BYTES], len(q.raw)))
             quarantined_bytes = sum(min(len(q.raw), QUARANTINE_RAW_BYTES) for q in quarantined)
-            pages = 1 + len(events) // ROWS_PER_PAGE + quarantined_bytes // 4096
+            pages = 1 + len(events) // ROWS_PER_PAGE + quarantined_bytes // PAGE_BYTES
             for seen in devices:
                 pages += 1
                 since = format_instant(seen.state_since) if seen.state_since else None
