@@ -25,10 +25,11 @@ from pathlib import Path
 
 from bench import paho_baseline
 from broker.mosquitto import MosquittoProcess
+from broker.processes import free_port
 from broker.site import Site, enroll_device, init_site
-from protocol.backoff import Backoff
-from protocol.config import ClientConfig
-from protocol.device import DeviceClient
+from bus.backoff import Backoff
+from bus.config import ClientConfig
+from bus.device import DeviceClient
 from protocol.events import ArtworkViewed
 from protocol.topics import all_devices, events_topic
 
@@ -50,14 +51,6 @@ class Sizes:
 
 FULL = Sizes(baseline=20_000, live=20_000, latency_rate=1000, latency_seconds=5.0, backlog=100_000)
 QUICK = Sizes(baseline=5_000, live=5_000, latency_rate=1000, latency_seconds=2.0, backlog=20_000)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_site() -> Site:
@@ -119,10 +112,10 @@ class Acks:
 
 
 def start_hub(site: Site) -> subprocess.Popen[bytes]:
-    (site.hub_data_dir / "stats.json").unlink(missing_ok=True)  # a previous hub's, saying "connected"
+    (site.hub_stats_file).unlink(missing_ok=True)  # a previous hub's, saying "connected"
     hub = subprocess.Popen([sys.executable, "-m", "museum", "hub", "run", "--site", str(site.root)], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stats = site.hub_data_dir / "stats.json"
+    stats = site.hub_stats_file
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if stats.exists() and json.loads(stats.read_text() or "{}").get("connected"):
@@ -138,7 +131,7 @@ def stop_hub(hub: subprocess.Popen[bytes]) -> None:
 
 
 def wait_hub_connected(site: Site, after: float) -> None:
-    stats = site.hub_data_dir / "stats.json"
+    stats = site.hub_stats_file
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -1,6 +1,6 @@
 """The reference every bus figure is divided by: plain paho-mqtt, QoS 1, publisher → Mosquitto → subscriber.
 
-This is the one module outside protocol/mqtt.py that imports paho, on purpose: the baseline must be paho as an
+This is the one module outside bus/mqtt.py that imports paho, on purpose: the baseline must be paho as an
 application would use it (its own network threads, `loop_start`/`loop_forever`), not our facade, or a slow
 facade would flatter every ratio.
 

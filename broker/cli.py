@@ -121,7 +121,7 @@ def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
         click.echo(f"Mosquitto for site {loaded.site_id!r} is running (pid {process.pid}), TLS on "
                    f"{loaded.bind}:{loaded.tls_port}; log: {loaded.log_file}")
         if advertise:
-            from protocol.discovery import DiscoveryError, advertise_broker  # keeps zeroconf out of other commands
+            from bus.discovery import DiscoveryError, advertise_broker  # keeps zeroconf out of other commands
 
             try:
                 advertisement = advertise_broker(loaded.site_id, loaded.tls_port, tls=True,

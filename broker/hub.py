@@ -27,15 +27,15 @@ from datetime import datetime
 from pathlib import Path
 
 from broker.hub_store import DeviceSeen, HubStore, QuarantineEntry
+from bus.config import ClientConfig
+from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol import topics
 from protocol.canonical import EventRecord, event_record, scan_events
 from protocol.codec import decode_event_message, decode_presence, encode_ack, encode_event
-from protocol.config import ClientConfig
 from protocol.errors import ContractError
 from protocol.events import DeviceStatus
 from protocol.ids import format_instant, utc_now
 from protocol.messages import Ack, Rejection
-from protocol.mqtt import Credentials, Endpoint, MqttLink, Received
 
 log = logging.getLogger(__name__)
 
@@ -187,15 +187,15 @@ class Hub:
     def _collect_events(self, message: Received, device_id: str, batch: _Round) -> None:
         records = scan_events(message.payload)
         site_id = self.site_id
-        if records is not None and all(r[4] == device_id and r[3] == site_id for r in records):
+        if records is not None and all(r.device_id == device_id and r.site_id == site_id for r in records):
             # Canonical and addressed right: every field is already checked (see protocol.canonical).
             batch.see(DeviceSeen(device_id))
             batch.events += records
-            batch.committed.setdefault(device_id, []).extend([record[0] for record in records])
+            batch.committed.setdefault(device_id, []).extend([record.event_id for record in records])
             status = DeviceStatus.type
             for record in records:
-                if record[1] == status:
-                    own = json.loads(record[7])
+                if record.type == status:
+                    own = json.loads(record.fields)
                     batch.see(DeviceSeen(device_id, own["kind"], own["software_version"]))
             return
         self._collect_strictly(message, device_id, batch)

@@ -13,16 +13,8 @@ import click
 
 from broker.hub import Hub, HubSettings
 from broker.hub_store import HubStore
-from broker.site import Site, load_site
-from protocol.config import ClientConfig
-
-
-def hub_database(site: Site) -> Path:
-    return site.hub_data_dir / "hub.sqlite"
-
-
-def hub_stats_file(site: Site) -> Path:
-    return site.hub_data_dir / "stats.json"
+from broker.site import load_site
+from bus.config import ClientConfig
 
 
 @click.group()
@@ -46,7 +38,7 @@ def run_command(site_dir: Path, db_path: Path | None, retention_days: float, qua
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     site = load_site(site_dir)
-    settings = HubSettings(ClientConfig.load(site.hub_config), db_path or hub_database(site), hub_stats_file(site),
+    settings = HubSettings(ClientConfig.load(site.hub_config), db_path or site.hub_database, site.hub_stats_file,
                            retention_days=retention_days, quarantine_retention_days=quarantine_retention_days)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -65,7 +57,7 @@ def run_command(site_dir: Path, db_path: Path | None, retention_days: float, qua
 def stats_command(site_dir: Path, db_path: Path | None, as_json: bool) -> None:
     """Events stored per type, quarantined per reason, devices online."""
     site = load_site(site_dir)
-    path = db_path or hub_database(site)
+    path = db_path or site.hub_database
     if not path.exists():
         raise click.ClickException(f"no hub database at {path}: has `museum hub run` been started?")
     store = HubStore(path)

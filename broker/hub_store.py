@@ -28,8 +28,8 @@ from typing import Any
 
 import sqlite_utils
 
+from bus.checkpointer import Checkpointer
 from protocol.canonical import EventRecord
-from protocol.checkpointer import Checkpointer
 from protocol.ids import event_id_floor, format_instant
 
 QUARANTINE_RAW_BYTES = 64 * 1024

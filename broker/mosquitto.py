@@ -8,19 +8,19 @@ starting it as root we hand those files to `mosquitto`; the site CA key stays ro
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
+
+from broker.processes import accepts, runs_with_argument
 
 if TYPE_CHECKING:
     from broker.site import Site
@@ -93,7 +93,7 @@ class MosquittoProcess:
                 raise MosquittoError(f"Mosquitto exited with status {self._process.returncode}; the end of "
                                      f"{self.site.log_file}:\n{log_tail(self.site)}")
             # The log is read first so the port is probed once, not on every turn (each probe is a log line).
-            if self._logged_running() and _accepts(host, self.site.tls_port):
+            if self._logged_running() and accepts(host, self.site.tls_port):
                 return
             if time.monotonic() > deadline:
                 raise MosquittoError(f"Mosquitto did not come up on {host}:{self.site.tls_port} within "
@@ -147,24 +147,7 @@ def running_pid(site: Site) -> int | None:
         pid = int(site.pid_file.read_text(encoding="ascii").strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    # A stale pid file may name a pid since reused by an unrelated process, which a SIGHUP would kill.
-    try:
-        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if error.errno not in (errno.EACCES, errno.EPERM):
-            raise
-        return pid
-    if os.fsencode(str(site.mosquitto_conf)) not in command_line:
-        return None
-    return pid
+    return pid if runs_with_argument(pid, site.mosquitto_conf) else None
 
 
 def reload_running(site: Site) -> bool:
@@ -182,14 +165,6 @@ def log_tail(site: Site, lines: int = 20) -> str:
     except FileNotFoundError:
         return "(no log written)"
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _connect_host(bind: str) -> str:

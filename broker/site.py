@@ -25,7 +25,7 @@ import tomli_w
 
 from broker import passwords, tls
 from broker.mosquitto import reload_running
-from protocol.config import BrokerSettings, ClientConfig, OutboxSettings
+from bus.config import BrokerSettings, ClientConfig, OutboxSettings
 from protocol.events import DEVICE_KINDS
 from protocol.fields import IDENTIFIER
 from protocol.topics import acks_topic, all_devices, commands_topic, content_topic, events_topic, status_topic
@@ -41,15 +41,11 @@ SITE_FILE = "site.toml"
 
 
 @dataclass(frozen=True)
-class Site:
+class SiteLayout:
+    """Where each file of a site directory lives: the one definition every command, the demo, the benchmark
+    and the tests use. Needs nothing but the directory, so it can name files before they exist."""
+
     root: Path
-    site_id: str
-    tls_port: int
-    bind: str
-    plain_loopback_port: int | None
-    hostnames: tuple[str, ...] = ()
-    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
-    autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL
 
     @property
     def site_file(self) -> Path:
@@ -116,12 +112,34 @@ class Site:
         return self.root / "hub"
 
     @property
-    def broker_host(self) -> str:
-        """The name devices use for the broker when discovery finds nothing."""
-        return self.hostnames[0] if self.hostnames else tls.broker_hostname(self.site_id)
+    def hub_database(self) -> Path:
+        return self.hub_data_dir / "hub.sqlite"
+
+    @property
+    def hub_stats_file(self) -> Path:
+        """Live figures the hub rewrites every second, for watchers that must not open its database."""
+        return self.hub_data_dir / "stats.json"
 
     def device_config(self, device_id: str) -> Path:
         return self.devices_dir / f"{device_id}.toml"
+
+
+@dataclass(frozen=True)
+class Site(SiteLayout):
+    """A site directory with its settings (`site.toml`)."""
+
+    site_id: str
+    tls_port: int
+    bind: str
+    plain_loopback_port: int | None
+    hostnames: tuple[str, ...] = ()
+    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+    autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL
+
+    @property
+    def broker_host(self) -> str:
+        """The name devices use for the broker when discovery finds nothing."""
+        return self.hostnames[0] if self.hostnames else tls.broker_hostname(self.site_id)
 
 
 # --- creating and loading --------------------------------------------------------------------------------

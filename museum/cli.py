@@ -7,7 +7,7 @@ import importlib
 
 import click
 
-ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "deploy.cli", "protocol.cli")
+ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "demo.cli", "protocol.cli")
 
 
 @click.group()

@@ -19,16 +19,32 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from protocol.codec import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, dumps_text, event_to_dict
 from protocol.events import EVENT_TYPES, Event
 from protocol.fields import IDENTIFIER, Spec
 from protocol.ids import UUID7, VISIT_ID
 
-EventRecord = tuple[str, str, int, str, str, str, str | None, str]
-"""One valid event as stored: (event_id, type, schema_version, site_id, device_id, occurred_at in the wire
-format, visit_id or None, the type's own fields as compact JSON)."""
+
+class EventRecord(NamedTuple):
+    """One valid event as stored, in the column order of the hub's `events` table."""
+
+    event_id: str
+    type: str
+    schema_version: int
+    site_id: str
+    device_id: str
+    occurred_at: str
+    """In the wire format (`YYYY-MM-DDTHH:MM:SS.mmmZ`), which sorts as the instants do."""
+    visit_id: str | None
+    fields: str
+    """The type's own fields as compact JSON."""
+
+
+# The scanner makes thousands of records a second: tuple.__new__ skips the named tuple's Python-level __new__.
+_new_record = partial(tuple.__new__, EventRecord)
 
 _BATCH_OPEN = '{"batch":['
 _TYPE_OFFSET = len('{"event_id":"') + 36 + len('","type":"')
@@ -165,7 +181,8 @@ def scan_events(payload: bytes) -> list[EventRecord] | None:
             event_id, site_id, device_id, occurred_at, day, visit_id, own = match.groups()
         if day not in known_days and not _real_day(day):
             return None
-        append((event_id, form.name, form.version, site_id, device_id, occurred_at, visit_id, "{" + own + "}"))
+        append(_new_record((event_id, form.name, form.version, site_id, device_id, occurred_at, visit_id,
+                            "{" + own + "}")))
         pos = match.end()
         if not batch:
             return records if pos == end else None
@@ -180,8 +197,8 @@ def scan_events(payload: bytes) -> list[EventRecord] | None:
 def event_record(event: Event) -> EventRecord:
     """The record of an event decoded by the strict codec: equal to what `scan_events` gives for its wire form."""
     wire = event_to_dict(event)
-    return (wire["event_id"], wire["type"], wire["schema_version"], wire["site_id"], wire["device_id"],
-            wire["occurred_at"], wire["visit_id"], dumps_text(event.own_fields()))
+    return EventRecord(wire["event_id"], wire["type"], wire["schema_version"], wire["site_id"], wire["device_id"],
+                       wire["occurred_at"], wire["visit_id"], dumps_text(event.own_fields()))
 
 
 __all__ = ["EventRecord", "event_record", "scan_events"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from protocol.config import ClientConfig
-from protocol.device import DeliveryTuning, DeviceClient
+from bus.config import ClientConfig
+from bus.device import DeliveryTuning, DeviceClient
 from protocol.events import ArtworkViewed
 
 

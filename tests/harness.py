@@ -12,8 +12,8 @@ from pathlib import Path
 
 from broker.hub import Hub, HubSettings
 from broker.site import Site, enroll_device
-from protocol.config import ClientConfig
-from protocol.device import DeliveryTuning, DeviceClient
+from bus.config import ClientConfig
+from bus.device import DeliveryTuning, DeviceClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def start_device(site: Site, device_id: str, tuning: DeliveryTuning | None = Non
 
 
 def hub_db(site: Site) -> Path:
-    return site.hub_data_dir / "hub.sqlite"
+    return site.hub_database
 
 
 def stored_ids(site: Site, device_id: str | None = None) -> set[str]:
@@ -76,7 +76,7 @@ class HubThread:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.stop_event = threading.Event()
-        settings = HubSettings(ClientConfig.load(site.hub_config), hub_db(site), site.hub_data_dir / "stats.json")
+        settings = HubSettings(ClientConfig.load(site.hub_config), site.hub_database, site.hub_stats_file)
         self.hub = Hub(settings)
         self.thread = threading.Thread(target=self.hub.run, args=(self.stop_event,), daemon=True)
 

@@ -3,26 +3,12 @@ directory of a rootless conftest.py)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 
+from broker.processes import free_port, free_ports
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports (the kernel may hand the same one out twice in a row)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
+__all__ = ["free_port", "free_ports", "wait_until"]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bus.config import BrokerSettings, ClientConfig, OutboxSettings
 from protocol import topics
 from protocol.codec import (
     MAX_BATCH_EVENTS,
@@ -36,7 +37,6 @@ from protocol.codec import (
     encode_presence,
     event_to_dict,
 )
-from protocol.config import BrokerSettings, ClientConfig, OutboxSettings
 from protocol.errors import ContractError
 from protocol.events import (
     COMMON_FIELDS,

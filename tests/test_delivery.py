@@ -5,11 +5,11 @@ from __future__ import annotations
 from harness import HubThread, device_config, devices, start_device, stored_ids, stored_types
 from support import wait_until
 
-from protocol.config import ClientConfig
-from protocol.device import DeliveryTuning, DeviceClient
+from bus.config import ClientConfig
+from bus.device import DeliveryTuning, DeviceClient
+from bus.mqtt import Credentials, Endpoint, MqttLink
 from protocol.events import ArtworkViewed, DeviceStatus
 from protocol.ids import new_visit_id
-from protocol.mqtt import Credentials, Endpoint, MqttLink
 from protocol.topics import all_devices, events_topic
 
 

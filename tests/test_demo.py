@@ -22,8 +22,8 @@ import pytest
 from harness import ROOT
 
 from broker.site import Site, enroll_device
-from deploy import demo as demo_module
-from deploy.demo import (
+from demo import launcher as demo_module
+from demo.launcher import (
     DemoError,
     HubFigures,
     format_figures,
@@ -31,9 +31,9 @@ from deploy.demo import (
     prepare_site_dir,
     read_hub_figures,
 )
-from deploy.museum_content import load_sample_museum
-from deploy.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
-from deploy.simulation import kiosk_events
+from demo.museum_content import load_sample_museum
+from demo.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
+from demo.simulation import kiosk_events
 from protocol.events import ArtworkViewed, Event, KioskSessionEnded
 from protocol.fields import IDENTIFIER
 from protocol.ids import event_id_time

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from protocol.discovery import (
+from bus.discovery import (
     SERVICE_TYPE,
     Advertisement,
     BrokerEndpoint,
@@ -74,7 +74,7 @@ def test_another_sites_broker_is_ignored(advertised: Advertisement) -> None:
 
 
 def test_resolve_prefers_zeroconf_and_says_so(advertised: Advertisement, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="protocol.discovery")
+    caplog.set_level(logging.INFO, logger="bus.discovery")
     fallback = configured(advertised.site_id)
     chosen = resolve_broker(advertised.site_id, fallback, discover=True, timeout=3.0, interfaces=LOOPBACK)
     assert (chosen.host, chosen.port, chosen.source) == ("127.0.0.1", 18883, "zeroconf")
@@ -82,7 +82,7 @@ def test_resolve_prefers_zeroconf_and_says_so(advertised: Advertisement, caplog:
 
 
 def test_resolve_falls_back_to_config_when_nothing_answers(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="protocol.discovery")
+    caplog.set_level(logging.INFO, logger="bus.discovery")
     site = new_site()
     fallback = configured(site)
     assert resolve_broker(site, fallback, discover=True, timeout=0.5, interfaces=LOOPBACK) is fallback
@@ -91,7 +91,7 @@ def test_resolve_falls_back_to_config_when_nothing_answers(caplog: pytest.LogCap
 
 def test_resolve_does_not_browse_when_discovery_is_off(advertised: Advertisement,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="protocol.discovery")
+    caplog.set_level(logging.INFO, logger="bus.discovery")
     fallback = configured(advertised.site_id)
     started = time.monotonic()
     assert resolve_broker(advertised.site_id, fallback, discover=False, interfaces=LOOPBACK) is fallback

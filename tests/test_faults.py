@@ -17,9 +17,9 @@ from harness import ROOT, HubProcess, HubThread, device_config, hub_db, start_de
 from support import wait_until
 
 from broker.mosquitto import MosquittoProcess
-from protocol.device import DeliveryTuning, DeviceClient
+from bus.device import DeliveryTuning, DeviceClient
+from bus.outbox import Outbox
 from protocol.events import ArtworkViewed
-from protocol.outbox import Outbox
 
 pytestmark = pytest.mark.slow
 

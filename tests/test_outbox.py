@@ -9,10 +9,10 @@ import time
 import pytest
 from support import wait_until
 
-from protocol.backoff import Backoff
-from protocol.checkpointer import Checkpointer
+from bus.backoff import Backoff
+from bus.checkpointer import Checkpointer
+from bus.outbox import Outbox
 from protocol.ids import new_event_id
-from protocol.outbox import Outbox
 
 
 def events(count: int) -> list[tuple[str, bytes]]:

@@ -36,14 +36,14 @@ from broker.hub import Hub, HubSettings
 from broker.hub_store import QUARANTINE_RAW_BYTES
 from broker.mosquitto import MosquittoProcess
 from broker.site import MAX_PACKET_SIZE, Site, init_site
+from bus.config import ClientConfig
+from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol.codec import MAX_MESSAGE_BYTES, decode_ack, dumps_strict, encode_batch, encode_event, encode_presence
 from protocol.codec import event_to_dict as wire_form
-from protocol.config import ClientConfig
 from protocol.errors import ContractError
 from protocol.events import ArtworkViewed, Event, KioskSessionEnded, KioskSessionStarted
 from protocol.ids import utc_now
 from protocol.messages import Presence, Rejection
-from protocol.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol.topics import DeviceChannel, acks_topic, device_topic, events_topic, status_topic
 
 ONE_MEBIBYTE = 1024 * 1024
@@ -314,7 +314,7 @@ def test_hub_stats_reports_what_the_database_holds(make_site, make_broker) -> No
     site = make_site()
     config = device_config(site, "kiosk-stats")
     make_broker(site)
-    stats_file = site.hub_data_dir / "stats.json"
+    stats_file = site.hub_stats_file
     with HubThread(site) as running, DeviceLink(site, config) as link:
         first = link.event()
         link.send_until_acked(first)

@@ -21,14 +21,14 @@ from support import wait_until
 
 from broker import tls
 from broker.site import Site
+from bus.config import ClientConfig
+from bus.device import DeliveryTuning, DeviceClient
+from bus.discovery import BrokerEndpoint, advertise_broker, resolve_broker
+from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol.codec import decode_ack, decode_command, encode_command, encode_content, encode_event, encode_presence
-from protocol.config import ClientConfig
-from protocol.device import DeliveryTuning, DeviceClient
-from protocol.discovery import BrokerEndpoint, advertise_broker, resolve_broker
 from protocol.events import ArtworkViewed, Event
 from protocol.ids import utc_now
 from protocol.messages import Command, ContentAnnouncement, Presence
-from protocol.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol.topics import acks_topic, all_devices, commands_topic, content_topic, events_topic, status_topic
 
 LOOPBACK = ["127.0.0.1"]
@@ -267,7 +267,7 @@ ZEROCONF_SITE = f"t-{uuid.uuid4().hex[:12]}"
 
 @pytest.mark.parametrize("site", [{"site_id": ZEROCONF_SITE}], indirect=True)
 def test_a_tls_device_ignores_a_plaintext_advertisement_for_its_site(site, broker, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="protocol.discovery")
+    caplog.set_level(logging.INFO, logger="bus.discovery")
     config = device_config(site, "kiosk-zc", tls=True).with_broker(discover=True)
     configured = BrokerEndpoint("127.0.0.1", site.tls_port, True, site.site_id, "config")
     with socket.socket() as decoy:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from deploy.museum_content import (
+from demo.museum_content import (
     SAMPLE_MUSEUM_PATH,
     Museum,
     load_museum,
@@ -24,7 +24,7 @@ from deploy.museum_content import (
     museum_to_dict,
     parse_museum,
 )
-from deploy.simulation import (
+from demo.simulation import (
     Visitor,
     gateway_events,
     kiosk_events,

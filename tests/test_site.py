@@ -34,9 +34,9 @@ from broker.site import (
     init_site,
     load_site,
 )
+from bus.config import ClientConfig
+from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol.codec import MAX_MESSAGE_BYTES
-from protocol.config import ClientConfig
-from protocol.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol.topics import acks_topic, all_devices, content_topic, events_topic
 
 ROOT = os.geteuid() == 0
@@ -709,7 +709,7 @@ def test_cli_broker_run_stops_mosquitto_cleanly_on_sigterm(site: Site) -> None:
 
 
 def test_cli_broker_run_advertises_the_broker_while_it_runs(make_site: Callable[..., Site]) -> None:
-    from protocol.discovery import discover_broker
+    from bus.discovery import discover_broker
 
     # A random site id: other runs on this host may be advertising on loopback at the same time.
     site = make_site(site_id=f"adv-{uuid.uuid4().hex[:8]}")

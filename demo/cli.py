@@ -1,4 +1,4 @@
-"""`museum demo` and `museum simulate …`: a thin shell over `deploy.demo` and `deploy.simulated_device`."""
+"""`museum demo` and `museum simulate …`: a thin shell over `demo.launcher` and `demo.simulated_device`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from deploy.demo import DEFAULT_KIOSKS, DEFAULT_SEED, DEFAULT_SPEED, DemoError, plan_devices, run_demo
-from deploy.museum_content import Museum, load_museum, load_sample_museum
-from deploy.simulated_device import MAX_SPEED, SimulatedKind, Simulation, StopFlag, check_config, run_device
-from deploy.simulation import VISITORS_PER_HOUR
-from protocol.config import ClientConfig
+from bus.config import ClientConfig
+from demo.launcher import DEFAULT_KIOSKS, DEFAULT_SEED, DEFAULT_SPEED, DemoError, plan_devices, run_demo
+from demo.museum_content import Museum, load_museum, load_sample_museum
+from demo.simulated_device import MAX_SPEED, SimulatedKind, Simulation, StopFlag, check_config, run_device
+from demo.simulation import VISITORS_PER_HOUR
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SPEED = click.FloatRange(0, MAX_SPEED, min_open=True)
@@ -98,7 +98,7 @@ def _simulate(kind: SimulatedKind, config_path: Path, zone_id: str, speed: float
         check_config(config, simulation)
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    log = logging.getLogger("deploy.simulate")
+    log = logging.getLogger("demo.simulate")
     click.echo(f"{config.client_id}: simulated {kind} in {zone_id!r} of site {config.site_id!r}, "
                f"museum time x{speed:g}, seed {seed}")
     emitted = run_device(config, simulation, stop,

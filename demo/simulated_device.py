@@ -1,5 +1,5 @@
 """One simulated device (a kiosk or a room's BLE gateway) as a real client of the site: the visitor simulator's
-events, emitted in real time through the same `protocol.device.DeviceClient` a real kiosk uses.
+events, emitted in real time through the same `bus.device.DeviceClient` a real kiosk uses.
 
 Pacing: the simulator plans events on its own clock, starting at the moment the device starts. An event planned
 `t` simulated seconds after that start is emitted `t / speed` real seconds after it, then re-stamped to the
@@ -19,10 +19,10 @@ from datetime import datetime
 from types import FrameType
 from typing import Literal
 
-from deploy.museum_content import Museum
-from deploy.simulation import VISITORS_PER_HOUR, gateway_events, kiosk_events
-from protocol.config import ClientConfig
-from protocol.device import DeviceClient
+from bus.config import ClientConfig
+from bus.device import DeviceClient
+from demo.museum_content import Museum
+from demo.simulation import VISITORS_PER_HOUR, gateway_events, kiosk_events
 from protocol.events import Event
 from protocol.ids import new_event_id, utc_now
 

@@ -1,6 +1,6 @@
 """A museum's content as the platform sees it: its rooms (zones) and artworks, with texts in every language.
 
-A museum file is one UTF-8 JSON object; `deploy/sample_museum/museum.json` is the reference example:
+A museum file is one UTF-8 JSON object; `demo/sample_museum/museum.json` is the reference example:
 
     {"site_id": "demo", "name": {"fr": …, "en": …}, "languages": ["fr", "en"],
      "rooms": [{"zone_id": "impressionnisme", "name": {"fr": …, "en": …}, "capacity": 60}, …],

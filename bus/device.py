@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, TypeVar
 
+from bus.backoff import Backoff
+from bus.config import ClientConfig
+from bus.mqtt import Credentials, Endpoint, MqttLink, Received, Will
+from bus.outbox import Outbox
 from protocol import SOFTWARE_VERSION, topics
-from protocol.backoff import Backoff
 from protocol.codec import (
     MAX_BATCH_EVENTS,
     MAX_MESSAGE_BYTES,
@@ -37,13 +40,10 @@ from protocol.codec import (
     encode_event,
     encode_presence,
 )
-from protocol.config import ClientConfig
 from protocol.errors import ContractError
 from protocol.events import CommandResult, DeviceStatus, Event
 from protocol.ids import utc_now
 from protocol.messages import Command, ContentAnnouncement, Presence
-from protocol.mqtt import Credentials, Endpoint, MqttLink, Received, Will
-from protocol.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class DeviceClient:
         """The broker to use: zeroconf's answer for this site when discovery is on, else the configured one.
         `resolve_broker` refuses an advertised broker whose TLS setting differs from ours, so nobody on the LAN
         can lure a device into sending its password in clear."""
-        from protocol import discovery
+        from bus import discovery
 
         broker = self.config.broker
         configured = discovery.BrokerEndpoint(broker.host, broker.port, broker.tls, self.site_id, "config")
@@ -240,7 +240,7 @@ class DeviceClient:
     def _run(self) -> None:
         link = self._link
         assert link is not None
-        next_heartbeat = time.monotonic() + (5.0 if self.config.kind != "hub" else float("inf"))
+        next_heartbeat = time.monotonic() + 5.0
         next_expire = time.monotonic()
         failures_seen = 0
         try:

@@ -27,7 +27,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
-from protocol.checkpointer import Checkpointer
+from bus.checkpointer import Checkpointer
 
 log = logging.getLogger(__name__)
 

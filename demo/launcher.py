@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,8 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from deploy.museum_content import Museum
-from deploy.simulated_device import StopFlag
+from broker.processes import accepts, free_ports, runs_with_argument
+from broker.site import SiteLayout
+from demo.museum_content import Museum
+from demo.simulated_device import StopFlag
 from protocol.ids import parse_instant
 
 SITE_ID = "demo"
@@ -163,18 +164,6 @@ def museum_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "museum", *args]
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports of 127.0.0.1 that nothing listens on right now."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A preexec_fn asking the kernel to SIGTERM the child when the demo dies, however it dies."""
 
@@ -231,19 +220,13 @@ def stop_processes(children: Sequence[Child], timeout: float) -> list[str]:
     return killed
 
 
-def _pid_runs(pid: int, needle: str) -> bool:
-    try:
-        return os.fsencode(needle) in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
 # --- the demo --------------------------------------------------------------------------------------------
 
 class Demo:
     def __init__(self, site_dir: Path, devices: Sequence[DeviceSpec], *, speed: float, seed: int,
                  stop: StopFlag, out: IO[str]) -> None:
         self.site = site_dir.absolute()
+        self.layout = SiteLayout(self.site)
         self.devices = list(devices)
         self.speed = speed
         self.seed = seed
@@ -254,7 +237,6 @@ class Demo:
         self.plain_port = 0
         self._stopped = False
 
-    # Paths of the site layout (`museum site init`, docs/broker.md) the demo relies on.
     @property
     def work_dir(self) -> Path:
         """The demo's own files: children's output and the list of their pids."""
@@ -266,14 +248,14 @@ class Demo:
 
     @property
     def stats_file(self) -> Path:
-        return self.site / "hub" / "stats.json"
+        return self.layout.hub_stats_file
 
     @property
     def database(self) -> Path:
-        return self.site / "hub" / "hub.sqlite"
+        return self.layout.hub_database
 
     def device_config(self, device_id: str) -> Path:
-        return self.site / "devices" / f"{device_id}.toml"
+        return self.layout.device_config(device_id)
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -340,7 +322,7 @@ class Demo:
     def start(self) -> None:
         site = str(self.site)
         broker = self._spawn("broker", "broker", ["broker", "run", "--site", site, "--no-advertise"])
-        self._wait_for(broker, "accept connections", lambda: _accepts("127.0.0.1", self.plain_port), BROKER_READY_S)
+        self._wait_for(broker, "accept connections", lambda: accepts("127.0.0.1", self.plain_port), BROKER_READY_S)
 
         hub = self._spawn("hub", "hub", ["hub", "run", "--site", site])
 
@@ -418,20 +400,20 @@ class Demo:
     def _stop_stray_broker(self) -> None:
         """Mosquitto runs in a session of its own under `broker run`; should that have been killed, its
         Mosquitto is still running. The pid file names it; the command line proves it is this site's."""
-        pid_file = self.site / "mosquitto" / "mosquitto.pid"
+        pid_file = self.layout.pid_file
         try:
             pid = int(pid_file.read_text(encoding="ascii").strip())
         except (OSError, ValueError):
             return
-        config = str(self.site / "mosquitto" / "mosquitto.conf")
-        if not _pid_runs(pid, config):
+        config = self.layout.mosquitto_conf
+        if not runs_with_argument(pid, config):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
-        while _pid_runs(pid, config) and time.monotonic() < deadline:
+        while runs_with_argument(pid, config) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_runs(pid, config):
+        if runs_with_argument(pid, config):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self.killed.append(f"mosquitto (pid {pid})")
@@ -444,14 +426,6 @@ class Demo:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # --- the whole run ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from protocol.backoff import Backoff
+from bus.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
