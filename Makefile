@@ -15,6 +15,7 @@ demo: venv
 # The benchmark runs before the tests so that pytest's summary is the last line CI reads.
 test: venv
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m bench.bus
 	$(PY) -m pytest -q
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import paho_baseline
+from bench import flood, paho_baseline, writes
 from broker.mosquitto import MosquittoProcess
 from broker.processes import free_port
 from broker.site import Site, enroll_device, init_site
@@ -232,10 +233,15 @@ def main() -> None:
             backlog_rate = max(backlog_rate, rate)
             stop_hub(hub)
             hub = None
+        wear = writes.measure(site, seconds=15.0 if sizes is QUICK else 30.0)
     finally:
-        if hub is not None:
-            stop_hub(hub)
-        broker.stop()
+        try:
+            if hub is not None:
+                stop_hub(hub)
+            broker.stop()
+        finally:
+            # The site holds every trial's events, over 100 MB: not to be left in the temporary folder each run.
+            shutil.rmtree(site.root.parent, ignore_errors=True)
     figures = {"baseline_qos1_per_s": round(base), "live_per_s": round(live_rate),
                "live_ratio": round(live_rate / base, 3), "latency_p50_ms": round(p50, 2),
                "latency_p99_ms": round(p99, 2), "backlog_per_s": round(backlog_rate),
@@ -248,6 +254,9 @@ def main() -> None:
              f"≤ {TARGETS['latency_p99_ms']:g} ms"),
             (f"backlog: {sizes.backlog:,} events drained after an outage", f"{backlog_rate:,.0f} ev/s",
              f"{figures['backlog_ratio']:.2f}× baseline", f"≥ {TARGETS['backlog_ratio']:g}")]
+    rows.append(flood.measure(figures))
+    figures.update(writes.figures(wear))
+    rows += writes.rows(wear)
     print(f"{'measure':<62} {'figure':>14} {'ratio':>16} {'target':>10}")
     for name, figure, ratio, target in rows:
         print(f"{name:<62} {figure:>14} {ratio:>16} {target:>10}")

@@ -10,11 +10,13 @@ from typing import Any
 
 import click
 
-from broker.mosquitto import MosquittoError, MosquittoProcess, log_tail, running_pid
-from broker.site import Site, enroll_device, init_site, load_site
+from broker.mosquitto import LOG_KEEP, LOG_MAX_BYTES, MosquittoError, MosquittoProcess, log_tail, running_pid
+from broker.site import Site, certificate_warnings, enroll_device, init_site, load_site, renew_server_certificate
 from protocol.events import DEVICE_KINDS
 
-SITE_DIR = click.Path(path_type=Path, file_okay=False, exists=True)
+# Not `exists=True`: click would answer a wrong directory with a usage screen; load_site says, in one line, what
+# is wrong with it and what to do.
+SITE_DIR = click.Path(path_type=Path)
 
 
 def _load(directory: Path) -> Site:
@@ -32,7 +34,8 @@ def site() -> None:
 @site.command("init")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--site-id", required=True, help="The site's identifier, as in every topic (e.g. louvre-lens).")
-@click.option("--tls-port", type=click.IntRange(1, 65535), default=8883, show_default=True)
+@click.option("--tls-port", type=click.IntRange(1, 65535), default=8883, show_default=True,
+              help="Port of the broker's TLS listener, the one devices use.")
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address the TLS listener binds to.")
 @click.option("--hostname", "hostnames", multiple=True,
               help="Extra name or address of the broker for its certificate; the first is what devices use.")
@@ -56,6 +59,25 @@ def init(directory: Path, site_id: str, tls_port: int, bind: str, hostnames: tup
                f"museum broker run --site {created.root}")
 
 
+@site.command("renew-certificate")
+@click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
+def renew_certificate(site_dir: Path) -> None:
+    """Issue the broker a new certificate from the site CA; devices keep trusting the same CA."""
+    loaded = _load(site_dir)
+    try:
+        expiry = renew_server_certificate(loaded)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(f"cannot renew the broker's certificate: {error}") from None
+    click.echo(f"Renewed {loaded.server_cert}: valid until {expiry:%Y-%m-%d %H:%M} UTC, signed by the site CA "
+               f"{loaded.ca_file}.")
+    if running_pid(loaded) is not None:
+        click.echo("The running broker has reloaded it: new connections get the new certificate.")
+    else:
+        click.echo("The broker is not running; it will use the new certificate when started.")
+    for warning in certificate_warnings(loaded):
+        click.echo(f"Warning: {warning}", err=True)
+
+
 @click.group()
 def device() -> None:
     """The devices of a site: kiosks, BLE gateways, QR readers."""
@@ -63,7 +85,7 @@ def device() -> None:
 
 @device.command("enroll")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(DEVICE_KINDS), required=True)
+@click.option("--kind", type=click.Choice(DEVICE_KINDS), required=True, help="What the device is.")
 @click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
 def enroll(name: str, kind: str, site_dir: Path) -> None:
     """Give device NAME its credentials and ACL, and write the configuration to copy onto it."""
@@ -99,7 +121,7 @@ def broker() -> None:
               help="Announce the broker over mDNS (_mqtt._tcp) so devices find it.")
 @click.option("--interface", "interfaces", multiple=True, help="Address to advertise on (default: all).")
 def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
-    """Run Mosquitto in the foreground until SIGTERM or Ctrl-C, then stop it cleanly."""
+    """Run Mosquitto in the foreground until SIGTERM or Ctrl-C, then stop it cleanly; rotate its log."""
     loaded = _load(site_dir)
     stop = threading.Event()
 
@@ -114,6 +136,7 @@ def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
         _restore(previous)
         raise click.ClickException(str(error)) from None
     advertisement = None
+    rotation_failed = False
     try:
         process.wait_ready(15.0)
         # A service manager's reload (SIGHUP to us) reaches Mosquitto, which re-reads passwd and ACL.
@@ -133,6 +156,14 @@ def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
             if not process.alive:
                 raise click.ClickException(f"Mosquitto exited unexpectedly; the end of {loaded.log_file}:\n"
                                            f"{log_tail(loaded)}")
+            try:
+                process.rotate_log_if_needed(LOG_MAX_BYTES, LOG_KEEP)
+                rotation_failed = False
+            except OSError as error:
+                # A full disk must not take the broker down with it: said once, then tried again every turn.
+                if not rotation_failed:
+                    click.echo(f"cannot rotate {loaded.log_file}: {error}", err=True)
+                rotation_failed = True
     except MosquittoError as error:
         raise click.ClickException(str(error)) from None
     finally:

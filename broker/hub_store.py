@@ -9,19 +9,24 @@ What each table keeps and why (also in docs/hub.md):
 - `events`: every valid event, keyed on `event_id` so a resend is ignored. `fields` holds the type's own fields
   as JSON. `visit_id` is the pseudonymous visit token; it never leaves the site as is.
 - `quarantine`: input that broke the contract: the topic, at most `QUARANTINE_RAW_BYTES` of the raw payload,
-  the error code and detail, when. For staff to diagnose a faulty or hostile device.
+  the error code and detail, when. For staff to diagnose a faulty or hostile device. Bounded per device and in
+  total by `QuarantineLimits`; past a bound what arrives is only counted.
+- `quarantine_counts`: how much quarantined input arrived per device and code, and how much of it was not kept
+  (over a bound): a few small rows, so the count goes on when the copies stop.
 - `devices`: one row per device seen: kind, software version, online/offline, last seen.
 
 Retention (`purge`, run hourly by the hub): events are deleted `events_days` (default 90) after they occurred
-(and were created: see `purge`), quarantine rows `quarantine_days` (default 30) after they arrived. Device
-rows hold no personal data and stay.
+or after the hub received them, whichever comes first (see `purge`), quarantine rows `quarantine_days` (default
+30) after they arrived. Device rows and counters hold no personal data and stay.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,12 +35,40 @@ import sqlite_utils
 
 from bus.checkpointer import Checkpointer
 from protocol.canonical import EventRecord
-from protocol.ids import event_id_floor, format_instant
+from protocol.ids import event_id_floor, event_id_time, format_instant, parse_instant
+from protocol.topics import events_topic
 
 QUARANTINE_RAW_BYTES = 64 * 1024
 PAGE_BYTES = 4096  # SQLite's default page size, which the hub's database keeps
 ROWS_PER_PAGE = 10
 """About how many stored events fill one page: it paces the background checkpoints."""
+QUARANTINE_ROW_OVERHEAD = 100
+"""Bytes a quarantine row takes besides its raw copy, reason and topic (its other columns, the index entry):
+only for the byte bounds, so an estimate is enough."""
+PAST_TOLERANCE_DAYS = 35.0
+"""How far before the hub's clock an event may say it occurred (or was created): devices keep an unsent event 30
+days in their outbox (`OutboxSettings.max_age_days`), and a few more days cover a drifting clock."""
+FUTURE_TOLERANCE_DAYS = 1.0
+"""How far after the hub's clock an event may say it occurred (or was created): a device clock a little ahead."""
+
+
+@dataclass(frozen=True)
+class QuarantineLimits:
+    """How much quarantined input the database keeps, per device (per MQTT account; input on a topic outside the
+    scheme counts as one more device) and in all. Past a bound the newest input is refused: counted in
+    `quarantine_counts`, not stored. The defaults keep a few hundred full raw copies of one broken device's input,
+    enough to diagnose it, and bound the whole quarantine to a small share of a site server's disk."""
+
+    device_rows: int = 2_000
+    device_bytes: int = 8 * 1024 * 1024
+    total_rows: int = 50_000
+    total_bytes: int = 128 * 1024 * 1024
+
+
+@dataclass
+class _Usage:
+    rows: int = 0
+    bytes: int = 0
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -55,15 +88,59 @@ def _v1(db: sqlite_utils.Database) -> None:
             fields TEXT NOT NULL,
             received_at TEXT NOT NULL
         ) WITHOUT ROWID""")
-    db["quarantine"].create({"id": int, "received_at": str, "topic": str, "device_id": str, "event_id": str,
+    db.table("quarantine").create({"id": int, "received_at": str, "topic": str, "device_id": str, "event_id": str,
                              "code": str, "reason": str, "raw": bytes, "raw_size": int},
                             pk="id", not_null={"received_at", "topic", "code", "reason", "raw", "raw_size"})
-    db["quarantine"].create_index(["code"])
-    db["devices"].create({"device_id": str, "kind": str, "software_version": str, "state": str,
+    db.table("quarantine").create_index(["code"])
+    db.table("devices").create({"device_id": str, "kind": str, "software_version": str, "state": str,
                           "state_since": str, "last_seen": str}, pk="device_id")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # device_id is '' for input on a topic outside the scheme, so that the key has no NULL in it.
+    db.execute("""
+        CREATE TABLE quarantine_counts (
+            device_id TEXT NOT NULL,
+            code TEXT NOT NULL,
+            arrived INTEGER NOT NULL,
+            not_stored INTEGER NOT NULL,
+            last_at TEXT NOT NULL,
+            PRIMARY KEY (device_id, code)
+        ) WITHOUT ROWID""")
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """Delete the events stored before the hub checked their times: those whose `occurred_at` or id timestamp is
+    outside the default tolerances of when the hub received them. Retention's bounded search relies on every
+    stored row being within them (see `HubStore.purge`). One pass over the table, once."""
+    past, future = timedelta(days=PAST_TOLERANCE_DAYS), timedelta(days=FUTURE_TOLERANCE_DAYS)
+    doomed = []
+    for event_id, occurred_at, received_at in db.execute("SELECT event_id, occurred_at, received_at FROM events"):
+        received = parse_instant(received_at)
+        earliest, latest = format_instant(received - past), format_instant(received + future)
+        if not (earliest <= occurred_at <= latest and received - past <= event_id_time(event_id) <= received + future):
+            doomed.append((event_id,))
+    db.conn.executemany("DELETE FROM events WHERE event_id = ?", doomed)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+
+
+def _conflict_entry(record: EventRecord) -> QuarantineEntry:
+    return QuarantineEntry(events_topic(record.site_id, record.device_id), record_payload(record), "event_id_conflict",
+                           f"event_id {record.event_id} is already stored for another device; each device makes "
+                           "its own ids (protocol.ids.new_event_id), so this one was copied", record.device_id,
+                           record.event_id)
+
+
+def record_payload(record: EventRecord) -> bytes:
+    """The canonical wire form of a stored record (what `codec.encode_event` made of it): every value in a record
+    is an identifier, an instant, a number or already JSON, so nothing needs escaping."""
+    visit = "null" if record.visit_id is None else f'"{record.visit_id}"'
+    own = "}" if record.fields == "{}" else "," + record.fields[1:]
+    return (f'{{"event_id":"{record.event_id}","type":"{record.type}","schema_version":{record.schema_version},'
+            f'"site_id":"{record.site_id}","device_id":"{record.device_id}","occurred_at":"{record.occurred_at}",'
+            f'"visit_id":{visit}{own}').encode()
 
 
 @dataclass(frozen=True)
@@ -95,12 +172,36 @@ class HubStats:
     quarantined_by_code: dict[str, int]
     devices_online: list[str]
     devices_known: int
+    quarantine_not_stored_total: int = 0
+    """Quarantined input that arrived past a `QuarantineLimits` bound: counted, not kept."""
+    quarantine_not_stored_by_device: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    inserted: int
+    """New events (the rest were resends, or conflicts)."""
+    conflicts: list[EventRecord]
+    """Events refused because another device's event with the same `event_id` is stored: quarantined as
+    `event_id_conflict` in the same transaction, and never to be acknowledged as committed."""
+    quarantine_stored: int
+    quarantine_not_stored: int
 
 
 class HubStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: QuarantineLimits | None = None) -> None:
         self.path = Path(path)
+        self.limits = limits or QuarantineLimits()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds visit tokens: only its owner may read it. SQLite gives the -wal and -shm files the database
+        # file's mode, so creating the file first, 0600, covers them too.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for made_before in (self.path, self.path.with_name(self.path.name + "-wal"),
+                            self.path.with_name(self.path.name + "-shm")):
+            with contextlib.suppress(OSError):  # absent, or not ours to change (a reader such as `hub stats`)
+                if made_before.stat().st_mode & 0o077:
+                    os.chmod(made_before, 0o600)
         # The hub builds its store in one thread and runs it in another; it never uses it from two at once.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
@@ -110,6 +211,14 @@ class HubStore:
         self.db.execute("PRAGMA secure_delete=ON")
         self.migrate()
         self._checkpointer = Checkpointer(self.path, conn)
+        self._usage: dict[str, _Usage] = {}
+        self._load_quarantine_usage()
+
+    def _load_quarantine_usage(self) -> None:
+        self._usage = {device: _Usage(rows, size) for device, rows, size in self.db.execute(
+            "SELECT COALESCE(device_id, ''), COUNT(*), "
+            f"SUM(length(raw) + length(reason) + length(topic) + {QUARANTINE_ROW_OVERHEAD}) "
+            "FROM quarantine GROUP BY 1")}
 
     def migrate(self) -> int:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -121,28 +230,29 @@ class HubStore:
 
     def commit_group(self, events: Sequence[EventRecord], quarantined: Sequence[QuarantineEntry],
                      devices: Iterable[DeviceSeen], received_at: datetime) -> int:
-        """Store one group of valid events (as `protocol.canonical` records them) in one transaction; returns how
-        many were new (the rest were resends)."""
+        """`commit_round`, for callers that only want how many events were new."""
+        return self.commit_round(events, quarantined, devices, received_at).inserted
+
+    def commit_round(self, events: Sequence[EventRecord], quarantined: Sequence[QuarantineEntry],
+                     devices: Iterable[DeviceSeen], received_at: datetime) -> CommitResult:
+        """Store one group of valid events (as `protocol.canonical` records them), quarantined input (within
+        `limits`) and registry updates in one transaction."""
         when = format_instant(received_at)
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             inserted = 0
+            conflicts: list[EventRecord] = []
             if events:
                 cursor = conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                           [(*record, when) for record in events])
                 inserted = cursor.rowcount
-            for q in quarantined:
-                # A replayed retained message is quarantined once, not again at every reconnection of the hub.
-                conn.execute(
-                    "INSERT INTO quarantine (received_at, topic, device_id, event_id, code, reason, raw, raw_size) "
-                    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT ? OR NOT EXISTS "
-                    "(SELECT 1 FROM quarantine WHERE topic = ? AND raw = ? AND raw_size = ?)",
-                    (when, q.topic[:500], q.device_id, q.event_id, q.code, q.reason[:2000],
-                     q.raw[:QUARANTINE_RAW_BYTES], len(q.raw), q.replayed, q.topic[:500],
-                     q.raw[:QUARANTINE_RAW_BYTES], len(q.raw)))
-            quarantined_bytes = sum(min(len(q.raw), QUARANTINE_RAW_BYTES) for q in quarantined)
-            pages = 1 + len(events) // ROWS_PER_PAGE + quarantined_bytes // PAGE_BYTES
+                if inserted < len(events):  # resends, the common reason, or another device's id
+                    conflicts = self._conflicts(events)
+            if conflicts:
+                quarantined = [*quarantined, *(_conflict_entry(record) for record in conflicts)]
+            usage, stored_bytes, not_stored = self._quarantine(conn, quarantined, when)
+            pages = 1 + len(events) // ROWS_PER_PAGE + stored_bytes // PAGE_BYTES
             for seen in devices:
                 pages += 1
                 since = format_instant(seen.state_since) if seen.state_since else None
@@ -162,32 +272,119 @@ class HubStore:
                     (seen.device_id, seen.kind, seen.software_version, seen.state, since, when, seen.replayed))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback()
             raise
+        stored = sum(u.rows for u in usage.values()) - sum(u.rows for u in self._usage.values())
+        self._usage = usage
         self._checkpointer.wrote(pages)
-        return inserted
+        return CommitResult(inserted, conflicts, stored, not_stored)
 
-    def purge(self, now: datetime, *, events_days: float, quarantine_days: float) -> tuple[int, int]:
+    def _rollback(self) -> None:
+        # A failed statement can end the transaction itself (SQLITE_FULL, SQLITE_IOERR, a failed COMMIT): then a
+        # ROLLBACK would only add "cannot rollback - no transaction is active" to the real error.
+        conn = self.db.conn
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the real error is the one being raised
+                conn.execute("ROLLBACK")
+
+    def _conflicts(self, events: Sequence[EventRecord]) -> list[EventRecord]:
+        """The events of this group whose `event_id` is stored for another device (by an earlier group, or by
+        an earlier event of this one, which the insert kept)."""
+        owners: dict[str, str] = {}
+        ids = list({record.event_id for record in events})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            owners.update(self.db.conn.execute(
+                f"SELECT event_id, device_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk))
+        conflicts: dict[tuple[str, str], EventRecord] = {}  # one row and one rejection, however often it came
+        for record in events:
+            if owners.get(record.event_id, record.device_id) != record.device_id:
+                conflicts.setdefault((record.device_id, record.event_id), record)
+        return list(conflicts.values())
+
+    def _quarantine(self, conn: sqlite3.Connection, quarantined: Sequence[QuarantineEntry],
+                    when: str) -> tuple[dict[str, _Usage], int, int]:
+        """Insert what the bounds allow; count everything. Returns the usage after (kept apart until the commit
+        succeeds), the bytes stored and how many entries were not stored."""
+        if not quarantined:
+            return self._usage, 0, 0
+        limits = self.limits
+        usage = {device: _Usage(u.rows, u.bytes) for device, u in self._usage.items()}
+        total_rows = sum(u.rows for u in usage.values())
+        total_bytes = sum(u.bytes for u in usage.values())
+        counts: dict[tuple[str, str], list[int]] = {}
+        stored_bytes = not_stored = 0
+        for q in quarantined:
+            device = q.device_id or ""
+            raw, topic, reason = q.raw[:QUARANTINE_RAW_BYTES], q.topic[:500], q.reason[:2000]
+            cost = len(raw) + len(reason.encode()) + len(topic.encode()) + QUARANTINE_ROW_OVERHEAD
+            mine = usage.setdefault(device, _Usage())
+            # Refuse the newest rather than drop the oldest: the first rows show how a fault began, and keeping
+            # them costs nothing, where making room would delete (and, with secure_delete, overwrite) a row for
+            # every row a flood brings.
+            if (mine.rows >= limits.device_rows or mine.bytes + cost > limits.device_bytes
+                    or total_rows >= limits.total_rows or total_bytes + cost > limits.total_bytes):
+                if q.replayed:
+                    continue  # already counted when it first arrived, or as good as
+                not_stored += 1
+                counts.setdefault((device, q.code), [0, 0])[1] += 1
+            else:
+                # A replayed retained message is quarantined once, not again at every reconnection of the hub.
+                added = conn.execute(
+                    "INSERT INTO quarantine (received_at, topic, device_id, event_id, code, reason, raw, raw_size) "
+                    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT ? OR NOT EXISTS "
+                    "(SELECT 1 FROM quarantine WHERE topic = ? AND raw = ? AND raw_size = ?)",
+                    (when, topic, q.device_id, q.event_id, q.code, reason, raw, len(q.raw), q.replayed, topic, raw,
+                     len(q.raw))).rowcount
+                if not added:
+                    continue
+                mine.rows += 1
+                mine.bytes += cost
+                total_rows += 1
+                total_bytes += cost
+                stored_bytes += len(raw)
+            counts.setdefault((device, q.code), [0, 0])[0] += 1
+        conn.executemany(
+            "INSERT INTO quarantine_counts (device_id, code, arrived, not_stored, last_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(device_id, code) DO UPDATE SET arrived = arrived + excluded.arrived, "
+            "not_stored = not_stored + excluded.not_stored, last_at = excluded.last_at",
+            [(device, code, arrived, refused, when) for (device, code), (arrived, refused) in counts.items()])
+        return usage, stored_bytes, not_stored
+
+    def purge(self, now: datetime, *, events_days: float, quarantine_days: float,
+              past_tolerance_days: float = PAST_TOLERANCE_DAYS,
+              future_tolerance_days: float = FUTURE_TOLERANCE_DAYS) -> tuple[int, int]:
         """Delete events and quarantined input past their retention; returns (events, quarantine rows) deleted.
 
-        Quarantine rows age by `received_at`. Events age by `occurred_at`, and the search is bounded by the
-        primary key: an event goes once both its `occurred_at` and its creation (the instant in its UUIDv7
-        `event_id`, a day's grace) are past the cutoff, which for an event a device records as it happens is the
-        same thing. Without the bound, every hourly purge would read the whole table."""
+        Quarantine rows age by `received_at`. An event goes once its `occurred_at` OR its `received_at` is past
+        the cutoff: kept no longer than the retention after it happened, nor after it arrived, whatever it
+        claims. The search is a range of the primary key, found without an index on either time:
+
+        The hub stores an event only if, at its `received_at` R, its occurred_at O >= R - past and its id's
+        instant I <= R + future (the tolerances, `Hub._collect_events`; migration `_v3` for older rows). So a row
+        with R < cutoff has I <= R + future < cutoff + future; and a row with O < cutoff has R <= O + past
+        < cutoff + past, hence I < cutoff + past + future. Every row to delete has I < cutoff + past + future
+        (plus a second for rounding to the millisecond), which is an upper bound of `event_id` as text. The
+        tolerances must be those the rows were stored under, or larger.
+
+        Without the bound, every hourly purge would read the whole table; with it, the purge reads the rows
+        created before the last `past + future` days before the cutoff (36 by default)."""
         cutoff = now - timedelta(days=events_days)
         events_cutoff = format_instant(cutoff)
-        id_bound = event_id_floor(cutoff + timedelta(days=1))
+        id_bound = event_id_floor(cutoff + timedelta(days=past_tolerance_days + future_tolerance_days, seconds=1))
         quarantine_cutoff = format_instant(now - timedelta(days=quarantine_days))
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            events = conn.execute("DELETE FROM events WHERE event_id < ? AND occurred_at < ?",
-                                  (id_bound, events_cutoff)).rowcount
+            events = conn.execute("DELETE FROM events WHERE event_id < ? AND (occurred_at < ? OR received_at < ?)",
+                                  (id_bound, events_cutoff, events_cutoff)).rowcount
             quarantined = conn.execute("DELETE FROM quarantine WHERE received_at < ?", (quarantine_cutoff,)).rowcount
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback()
             raise
+        if quarantined:
+            self._load_quarantine_usage()
         self._checkpointer.wrote(1 + (events + quarantined) // ROWS_PER_PAGE)
         return events, quarantined
 
@@ -208,14 +405,51 @@ class HubStore:
     def devices(self) -> list[dict[str, Any]]:
         return list(self.db["devices"].rows_where(order_by="device_id"))
 
+    def quarantine_not_stored(self) -> dict[str, int]:
+        """Per device ('' for input on a topic outside the scheme): quarantined input counted but not kept."""
+        return dict(self.db.execute("SELECT device_id, SUM(not_stored) FROM quarantine_counts GROUP BY device_id "
+                                    "HAVING SUM(not_stored) > 0 ORDER BY device_id").fetchall())
+
     def stats(self) -> HubStats:
         by_type = dict(self.db.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type").fetchall())
         by_code = dict(self.db.execute("SELECT code, COUNT(*) FROM quarantine GROUP BY code ORDER BY code").fetchall())
         online = [row[0] for row in self.db.execute(
             "SELECT device_id FROM devices WHERE state = 'online' ORDER BY device_id")]
         known = self.db.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
-        return HubStats(sum(by_type.values()), by_type, sum(by_code.values()), by_code, online, known)
+        not_stored = self.quarantine_not_stored()
+        return HubStats(sum(by_type.values()), by_type, sum(by_code.values()), by_code, online, known,
+                        sum(not_stored.values()), not_stored)
 
     def close(self) -> None:
         self._checkpointer.close()
         self.db.conn.close()
+
+    def recent_activity(self, since: datetime, max_events: int) -> RecentActivity:
+        """What visitors did lately, for the stats file: among the newest `max_events` events created since `since`,
+        the views per (artwork, language) and each zone's latest occupancy count.
+
+        Both bounds hold the cost whatever the table's size: the range is read by the time-ordered primary key,
+        newest first, and stops after `max_events` rows, so no index is needed on `type` (see `_v1`)."""
+        recent = ("(SELECT event_id, type, occurred_at, fields FROM events WHERE event_id >= ? "
+                  "ORDER BY event_id DESC LIMIT ?)")
+        bounds = (event_id_floor(since), max_events)
+        views = [(str(artwork), str(language), int(count)) for artwork, language, count in self.db.execute(
+            "SELECT json_extract(fields, '$.artwork_id'), json_extract(fields, '$.language'), COUNT(*) "
+            f"FROM {recent} WHERE type = 'artwork.viewed' GROUP BY 1, 2", bounds)]
+        # SQLite takes the bare columns of an aggregate query with MAX() from the row holding the maximum.
+        occupancy = [(str(zone), int(count), str(at)) for zone, count, at in self.db.execute(
+            "SELECT json_extract(fields, '$.zone_id'), json_extract(fields, '$.count'), MAX(occurred_at) "
+            f"FROM {recent} WHERE type = 'occupancy.counted' GROUP BY 1", bounds)]
+        events, oldest = self.db.execute(f"SELECT COUNT(*), MIN(event_id) FROM {recent}", bounds).fetchone()
+        return RecentActivity(views, occupancy, int(events), event_id_time(oldest) if oldest else None)
+
+
+@dataclass(frozen=True)
+class RecentActivity:
+    """`HubStore.recent_activity`: (artwork_id, language, views) and (zone_id, count, occurred_at) rows, how many
+    events were read, and when the oldest of them was created (None if none was)."""
+
+    views: list[tuple[str, str, int]]
+    occupancy: list[tuple[str, int, str]]
+    events: int
+    oldest: datetime | None

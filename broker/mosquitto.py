@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 MOSQUITTO_USER = "mosquitto"
 _FALLBACK_BINARY = Path("/usr/sbin/mosquitto")
 
+LOG_MAX_BYTES = 10 * 1024 * 1024
+"""`museum broker run` rotates mosquitto.log once it is larger than this."""
+LOG_KEEP = 5
+"""Rotated logs kept (mosquitto.log.1 … .5): with the live one, the log never takes more than about
+(LOG_KEEP + 1) × LOG_MAX_BYTES, 60 MiB, plus what Mosquitto writes between two checks."""
+
 
 class MosquittoError(RuntimeError):
     """Mosquitto could not be found, started, or did not come up."""
@@ -106,9 +112,20 @@ class MosquittoProcess:
             return re.search(rb"mosquitto version \S+ running", log.read()) is not None
 
     def reload(self) -> None:
-        """Make Mosquitto re-read its password file, ACL and reloadable settings."""
+        """Make Mosquitto re-read its password file, ACL, certificates and reloadable settings, and reopen its
+        log file."""
         if self.alive:
             self._process.send_signal(signal.SIGHUP)
+
+    def rotate_log_if_needed(self, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
+        """Rotate mosquitto.log once it is larger than `max_bytes`, keeping `keep` old ones; returns whether it
+        rotated. Mosquitto (2.0) reopens its log file on SIGHUP, which is what makes it write to the new one."""
+        if not self.alive or not log_needs_rotation(self.site, max_bytes):
+            return False
+        rotate_log(self.site, keep)
+        self._log_offset = 0
+        self.reload()
+        return True
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, so Mosquitto saves its persistence database; SIGKILL if it does not exit in time."""
@@ -157,6 +174,42 @@ def reload_running(site: Site) -> bool:
         return False
     os.kill(pid, signal.SIGHUP)
     return True
+
+
+def log_needs_rotation(site: Site, max_bytes: int = LOG_MAX_BYTES) -> bool:
+    try:
+        return site.log_file.stat().st_size > max_bytes
+    except FileNotFoundError:
+        return False
+
+
+def rotated_log(site: Site, number: int) -> Path:
+    return site.log_file.with_name(f"{site.log_file.name}.{number}")
+
+
+def rotate_log(site: Site, keep: int = LOG_KEEP) -> None:
+    """mosquitto.log → .1 → .2 … → .`keep` (the oldest is deleted), then a new empty mosquitto.log with the old
+    one's owner and mode. Mosquitto keeps writing to the renamed file until it is told to reopen (SIGHUP); the new
+    file is created here because Mosquitto, once it has dropped privileges, may not create files in its
+    directory."""
+    if keep < 1:
+        raise ValueError("keep at least one rotated log")
+    log = site.log_file
+    try:
+        info = log.stat()
+    except FileNotFoundError:
+        return
+    rotated_log(site, keep).unlink(missing_ok=True)
+    for number in range(keep - 1, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            rotated_log(site, number).rename(rotated_log(site, number + 1))
+    fresh = log.with_name(f".{log.name}.new")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IMODE(info.st_mode))
+    os.close(fd)
+    if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+        os.chown(fresh, info.st_uid, info.st_gid)
+    log.rename(rotated_log(site, 1))
+    fresh.rename(log)
 
 
 def log_tail(site: Site, lines: int = 20) -> str:

@@ -82,12 +82,16 @@ def set_password(path: Path, username: str, password: str) -> None:
     write_password_file(path, entries)
 
 
-def replace_file(path: Path, text: str, *, mode: int) -> None:
-    """Atomically replace `path` with `text`, keeping the owner and group of the file it replaces.
+def replace_file(path: Path, content: str | bytes, *, mode: int) -> None:
+    """Atomically replace `path` with `content` (text is written as UTF-8), keeping the owner and group of the
+    file it replaces.
 
-    Keeping the owner matters: once Mosquitto has dropped privileges it re-reads its password and ACL files
-    on SIGHUP as user `mosquitto`, so a rewrite by root must not hand the file back to root.
+    Keeping the owner matters: once Mosquitto has dropped privileges it re-reads its password and ACL files, and
+    its certificate and key, on SIGHUP as user `mosquitto`, so a rewrite by root must not hand the file back to
+    root. The temporary file is created 0600 (mkstemp), so a secret is never readable by others, even for an
+    instant.
     """
+    data = content.encode("utf-8") if isinstance(content, str) else content
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         previous = path.stat()
@@ -95,8 +99,8 @@ def replace_file(path: Path, text: str, *, mode: int) -> None:
         previous = None
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, mode)

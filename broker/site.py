@@ -7,7 +7,9 @@
       devices/<id>.toml      one client configuration per enrolled device, to copy onto it (0600)
       tls/ca.crt, ca.key     the site CA: every client trusts this certificate and nothing else
       tls/server.crt, .key   the broker's certificate, signed by the site CA
-      mosquitto/mosquitto.conf, passwd, acl, mosquitto.log, mosquitto.pid, data/ (persistence)
+      mosquitto/mosquitto.conf, passwd, acl, mosquitto.log (+ .1 … rotated), mosquitto.pid, data/ (persistence)
+      site.lock              taken by `museum device enroll` around its read-modify-write of site.toml, passwd, acl
+      hub/hub.lock           held by the running `museum hub run`, so a second hub for the site is refused
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import shutil
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from broker import passwords, tls
+from broker.locks import exclusive_lock
 from broker.mosquitto import reload_running
 from bus.config import BrokerSettings, ClientConfig, OutboxSettings
+from protocol.codec import MAX_MESSAGE_BYTES
 from protocol.events import DEVICE_KINDS
 from protocol.fields import IDENTIFIER
 from protocol.topics import acks_topic, all_devices, commands_topic, content_topic, events_topic, status_topic
@@ -35,7 +40,7 @@ DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 DEFAULT_AUTOSAVE_INTERVAL = 10
 MAX_QUEUED_BYTES = 128 * 1024 * 1024
 MAX_INFLIGHT_MESSAGES = 100
-MAX_PACKET_SIZE = 2 * 1024 * 1024
+MAX_PACKET_SIZE = 2 * MAX_MESSAGE_BYTES
 DEVICE_OUTBOX_PATH = Path("/var/lib/museum/outbox.sqlite")
 SITE_FILE = "site.toml"
 
@@ -50,6 +55,11 @@ class SiteLayout:
     @property
     def site_file(self) -> Path:
         return self.root / SITE_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        """Serialises the commands that rewrite site.toml, passwd and acl (read, modify, write)."""
+        return self.root / "site.lock"
 
     @property
     def mosquitto_dir(self) -> Path:
@@ -114,6 +124,11 @@ class SiteLayout:
     @property
     def hub_database(self) -> Path:
         return self.hub_data_dir / "hub.sqlite"
+
+    @property
+    def hub_lock_file(self) -> Path:
+        """Held by the running hub: two hubs on one account would take the session from each other."""
+        return self.hub_data_dir / "hub.lock"
 
     @property
     def hub_stats_file(self) -> Path:
@@ -191,11 +206,11 @@ def _populate(site: Site) -> None:
     loopback = site.plain_loopback_port is not None
     # The hub runs beside the broker: loopback, unless the TLS listener is bound to one address only.
     hub_host = "127.0.0.1" if loopback or site.bind in ("0.0.0.0", "::", "127.0.0.1") else site.bind
+    hub_port = site.tls_port if site.plain_loopback_port is None else site.plain_loopback_port
     hub = ClientConfig(
         site_id=site.site_id, client_id=HUB_USERNAME, kind="hub",
-        broker=BrokerSettings(host=hub_host, port=site.plain_loopback_port if loopback else site.tls_port,
-                              username=HUB_USERNAME, password=hub_password, tls=not loopback,
-                              ca_file=site.ca_file, discover=False),
+        broker=BrokerSettings(host=hub_host, port=hub_port, username=HUB_USERNAME, password=hub_password,
+                              tls=not loopback, ca_file=site.ca_file, discover=False),
     )
     hub.save(site.hub_config)
 
@@ -204,17 +219,39 @@ def load_site(root: Path) -> Site:
     """The site whose directory is `root` (as written by `init_site`)."""
     root = Path(root).absolute()
     data = _read_site_file(root)
+    path = root / SITE_FILE
     try:
-        site = Site(root=root, site_id=data["site_id"], tls_port=int(data["tls_port"]), bind=data["bind"],
-                    plain_loopback_port=(int(data["plain_loopback_port"]) if "plain_loopback_port" in data
-                                         else None),
-                    hostnames=tuple(data.get("hostnames", ())),
-                    max_queued_messages=int(data.get("max_queued_messages", DEFAULT_MAX_QUEUED_MESSAGES)),
-                    autosave_interval=int(data.get("autosave_interval", DEFAULT_AUTOSAVE_INTERVAL)))
+        hostnames = _setting(data, "hostnames", list, [])
+        if not all(isinstance(name, str) for name in hostnames):
+            raise ValueError(f"hostnames must be a list of strings, not {hostnames!r}")
+        loopback = _setting(data, "plain_loopback_port", int, None)
+        site = Site(root=root, site_id=_setting(data, "site_id", str), tls_port=_setting(data, "tls_port", int),
+                    bind=_setting(data, "bind", str), plain_loopback_port=loopback, hostnames=tuple(hostnames),
+                    max_queued_messages=_setting(data, "max_queued_messages", int, DEFAULT_MAX_QUEUED_MESSAGES),
+                    autosave_interval=_setting(data, "autosave_interval", int, DEFAULT_AUTOSAVE_INTERVAL))
+        _check_settings(site)
     except KeyError as missing:
-        raise ValueError(f"{root / SITE_FILE}: missing setting {missing}") from None
-    _check_settings(site)
+        raise ValueError(f"{path}: missing setting {missing}; add it, or compare with a new site made by "
+                         "`museum site init`") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}; correct the setting (see docs/broker.md)") from None
     return site
+
+
+_REQUIRED: Any = object()
+
+
+def _setting(data: Mapping[str, Any], key: str, kind: type, default: Any = _REQUIRED) -> Any:
+    if key not in data:
+        if default is _REQUIRED:
+            raise KeyError(key)
+        return default
+    value = data[key]
+    # bool is an int to Python, never a port or a count to us.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        wanted = {int: "an integer", str: "a string", list: "a list"}.get(kind, kind.__name__)
+        raise ValueError(f"{key} must be {wanted}, not {value!r}")
+    return value
 
 
 def enrolled_devices(site: Site) -> dict[str, str]:
@@ -234,6 +271,13 @@ def enroll_device(site: Site, device_id: str, kind: str) -> Path:
                          "at most 63, not starting with '-')")
     if device_id == HUB_USERNAME:
         raise ValueError(f"device id {HUB_USERNAME!r} is reserved for the hub's own MQTT account")
+    # Two enrollments at once would each read the same site.toml and passwd and write back their own version,
+    # and one device would vanish from them: the lock makes each read-modify-write whole.
+    with exclusive_lock(site.lock_file):
+        return _enroll_locked(site, device_id, kind)
+
+
+def _enroll_locked(site: Site, device_id: str, kind: str) -> Path:
     devices = enrolled_devices(site)
     if device_id in devices:
         raise ValueError(f"device {device_id!r} is already enrolled at site {site.site_id!r} "
@@ -259,6 +303,32 @@ def enroll_device(site: Site, device_id: str, kind: str) -> Path:
     write_acl(site)
     reload_running(site)
     return path
+
+
+# --- the broker's certificate ----------------------------------------------------------------------------
+
+def renew_server_certificate(site: Site) -> datetime:
+    """Issue the broker a new certificate from the site CA (same names); returns when it expires. Devices trust
+    the CA, not the certificate, so they need nothing. A running broker reloads it on SIGHUP (Mosquitto 2.0
+    re-reads its certificates then), and connected clients stay connected."""
+    with exclusive_lock(site.lock_file):
+        tls.create_server_certificate(site.site_id, site.ca_file, site.ca_key, site.server_cert, site.server_key,
+                                      site.hostnames)
+        reload_running(site)
+    return tls.expires_at(site.server_cert)
+
+
+def certificate_warnings(site: Site, now: datetime | None = None) -> list[str]:
+    """One line per certificate of the site that has expired or is about to: the broker's within
+    `tls.EXPIRY_WARNING`, the CA's within `tls.CA_EXPIRY_WARNING` (replacing it means visiting every device)."""
+    found = [
+        tls.expiry_warning("the broker's certificate", site.server_cert,
+                           f"run `museum site renew-certificate --site {site.root}`", now),
+        tls.expiry_warning("the site CA", site.ca_file,
+                           "every device must be given a new site CA before then (see 'When the site CA "
+                           "expires' in docs/broker.md)", now, within=tls.CA_EXPIRY_WARNING),
+    ]
+    return [line for line in found if line is not None]
 
 
 # --- generated files -------------------------------------------------------------------------------------
@@ -324,10 +394,13 @@ autosave_interval {site.autosave_interval}
 max_queued_messages {site.max_queued_messages}
 max_queued_bytes {MAX_QUEUED_BYTES}
 max_inflight_messages {MAX_INFLIGHT_MESSAGES}
-# Larger than the largest payload the contract allows (protocol.codec.MAX_MESSAGE_BYTES, 512 KiB), so an
-# oversize message still reaches the hub, which quarantines it with a reason instead of the device being
-# disconnected without one; but bounded, so one client cannot make the broker buffer an arbitrary packet.
-# (message_size_limit is deliberately not used: it drops messages silently.)
+# The largest payload the contract allows (protocol.codec.MAX_MESSAGE_BYTES). Mosquitto 2.0 drops a larger
+# PUBLISH silently (a QoS 1 one is still PUBACKed, nothing is logged at our log levels) and keeps the client
+# connected: no device running our client ever sends one (it sends at most DeliveryTuning.batch_max_bytes), so
+# only a broken or hostile sender loses anything, and the hub never has to hold such a message in memory.
+message_size_limit {MAX_MESSAGE_BYTES}
+# Any packet larger than this (twice the payload limit: room for the topic and headers) makes the broker drop the
+# connection, so one client cannot make it buffer an arbitrary packet.
 max_packet_size {MAX_PACKET_SIZE}
 # Send each packet at once. With Nagle's algorithm a small acknowledgement waits for the peer's delayed ACK,
 # which put ~100 ms on every event's round trip in our benchmark.
@@ -381,8 +454,13 @@ def _read_site_file(root: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{root} is not a site directory (no {SITE_FILE}); create one with "
+        raise FileNotFoundError(f"{root} is not a site directory (no {SITE_FILE}); give the directory made by "
+                                "`museum site init`, or create one with it") from None
+    except NotADirectoryError:
+        raise FileNotFoundError(f"{root} is not a directory; give the site directory made by "
                                 "`museum site init`") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML ({error}); correct the file") from None
 
 
 def _check_settings(site: Site) -> None:

@@ -8,7 +8,6 @@ broker's certificate chain against the site CA it was given at enrollment, and n
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -19,8 +18,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.passwords import replace_file
+
 CA_VALIDITY = timedelta(days=3652)
 SERVER_VALIDITY = timedelta(days=730)
+EXPIRY_WARNING = timedelta(days=30)
+"""How long before the broker's certificate expires the hub's log and `museum hub stats` start warning."""
+CA_EXPIRY_WARNING = timedelta(days=180)
+"""The same for the site CA: longer, since a new CA has to be installed on every device."""
 # Tolerates a device whose clock is a little behind the hub's at the moment the certificate is made.
 _BACKDATE = timedelta(hours=1)
 
@@ -36,7 +41,7 @@ def server_names(site_id: str, extra: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys(name for name in names if name))
 
 
-def create_ca(site_id: str, cert_path: Path, key_path: Path) -> None:
+def create_ca(site_id: str, cert_path: Path, key_path: Path, *, validity: timedelta = CA_VALIDITY) -> None:
     """A new site CA (EC P-256, ten years) that can sign certificates and nothing else."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Museum platform"),
@@ -46,7 +51,7 @@ def create_ca(site_id: str, cert_path: Path, key_path: Path) -> None:
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE).not_valid_after(now + CA_VALIDITY)
+        .not_valid_before(now - _BACKDATE).not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
@@ -59,21 +64,29 @@ def create_ca(site_id: str, cert_path: Path, key_path: Path) -> None:
 
 
 def create_server_certificate(site_id: str, ca_cert_path: Path, ca_key_path: Path, cert_path: Path,
-                              key_path: Path, hostnames: Iterable[str] = ()) -> list[str]:
-    """A broker certificate (EC P-256, two years) signed by the site CA; returns the names it covers."""
+                              key_path: Path, hostnames: Iterable[str] = (), *,
+                              validity: timedelta = SERVER_VALIDITY) -> list[str]:
+    """A broker certificate (EC P-256, two years) signed by the site CA; returns the names it covers.
+
+    It never outlives the CA (a certificate is worthless once its issuer has expired). The key and the
+    certificate are each written beside and renamed over, keeping the owner of the files they replace, so a
+    renewal under a running broker that has dropped privileges leaves it able to read them on its reload."""
     ca_certificate = x509.load_pem_x509_certificate(Path(ca_cert_path).read_bytes())
     ca_key = serialization.load_pem_private_key(Path(ca_key_path).read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{ca_key_path} is not the EC key of a site CA")
+    if ca_key.public_key() != ca_certificate.public_key():
+        raise ValueError(f"{ca_key_path} is not the key of the CA in {ca_cert_path}")
     names = server_names(site_id, hostnames)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
+    not_after = min(now + validity, ca_certificate.not_valid_after_utc)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, broker_hostname(site_id))]))
         .issuer_name(ca_certificate.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE).not_valid_after(now + SERVER_VALIDITY)
+        .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName([_general_name(name) for name in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -89,6 +102,33 @@ def create_server_certificate(site_id: str, ca_cert_path: Path, ca_key_path: Pat
     return names
 
 
+def expires_at(cert_path: Path) -> datetime:
+    """When the certificate in `cert_path` stops being valid (UTC)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except ValueError as error:
+        raise ValueError(f"{cert_path} is not a PEM certificate ({error})") from None
+    return certificate.not_valid_after_utc
+
+
+def expiry_warning(what: str, cert_path: Path, fix: str, now: datetime | None = None,
+                   within: timedelta = EXPIRY_WARNING) -> str | None:
+    """One line saying that `what` (in `cert_path`) has expired or expires within `within`, and `fix`; None while
+    it has longer to live."""
+    now = now or datetime.now(UTC)
+    try:
+        expiry = expires_at(cert_path)
+    except (OSError, ValueError) as error:
+        return f"{what} cannot be read ({error}): {fix}"
+    left = expiry - now
+    if left > within:
+        return None
+    day = expiry.strftime("%Y-%m-%d %H:%M UTC")
+    if left <= timedelta(0):
+        return f"{what} {cert_path} expired on {day}: {fix}"
+    return f"{what} {cert_path} expires on {day} (in {left.days} days): {fix}"
+
+
 def _general_name(name: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
@@ -99,17 +139,10 @@ def _general_name(name: str) -> x509.GeneralName:
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created 0600 rather than chmod-ed afterwards, so the key is never readable by others, even for an instant.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    os.chmod(path, 0o600)
+    replace_file(Path(path), pem, mode=0o600)
 
 
 def _write_certificate(path: Path, certificate: x509.Certificate) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.chmod(path, 0o644)
+    replace_file(Path(path), certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+

@@ -75,9 +75,18 @@ class ClientConfig:
 
     @classmethod
     def load(cls, path: Path) -> ClientConfig:
+        """Read a configuration; every error (OSError or ValueError) is one line that names the file."""
         path = Path(path)
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} does not exist: give the configuration written by `museum site "
+                                    "init` (the hub's) or `museum device enroll` (a device's)") from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"{path} is a directory, not a client configuration file") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML ({error}); correct the file") from None
         here = path.parent.resolve()
 
         def resolve(value: str | None) -> Path | None:
@@ -103,7 +112,10 @@ class ClientConfig:
                        outbox=outbox, heartbeat_s=float(data.get("heartbeat_s", 60.0)),
                        extra={k: v for k, v in data.items() if k not in known})
         except KeyError as missing:
-            raise ValueError(f"{path}: missing setting {missing}") from None
+            raise ValueError(f"{path}: missing setting {missing}; add it (see the file written by "
+                             "`museum device enroll`)") from None
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}; correct the setting") from None
 
     def to_toml(self) -> str:
         broker: dict[str, Any] = {"host": self.broker.host, "port": self.broker.port, "tls": self.broker.tls,

@@ -12,6 +12,9 @@
 - Go-back: after a reconnect, a restart, or `ack_timeout_s` without an acknowledgement for the oldest message
   in flight, everything unacknowledged is sent again from the oldest, in order. The hub stores idempotently on
   `event_id`, so a resend costs bandwidth, never a duplicate.
+- A dead path (no PUBACK, or no reply to a keepalive ping, within `reply_timeout_s`) is noticed here, not left to
+  the broker's keepalive, and a refusal by the broker (bad password, not authorised) is logged as an ERROR once
+  per reason and retried slowly: see docs/devices.md, "Failures".
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ class DeliveryTuning:
     expire_every_s: float = 300.0
     discovery_timeout_s: float = 3.0
     rediscover_after_failures: int = 5
+    # A dead path is noticed within keepalive_s + reply_timeout_s (+ one worker pass) while idle, and within
+    # reply_timeout_s of a publish while sending. reply_timeout_s must stay below keepalive_s, or paho's own
+    # keepalive (a whole keepalive after its ping) acts first. docs/devices.md has the arithmetic.
+    keepalive_s: int = 10
+    reply_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,10 @@ class DeviceStats:
     events_acked: int
     resends: int
     invalid_messages: int
+    disconnects: int = 0                  # connections lost since this start (not counting refusals)
+    last_disconnect: str | None = None    # why the last one was lost; "dead path: …" when noticed here
+    refusals: int = 0                     # connection attempts the broker refused (credentials, authorisation)
+    last_refusal: str | None = None       # the broker's reason for the last refusal, until a connection succeeds
 
 
 @dataclass
@@ -97,7 +109,7 @@ class DeviceClient:
                  on_command: CommandHandler | None = None,
                  on_content: Callable[[ContentAnnouncement], None] | None = None,
                  on_acked: Callable[[list[str]], None] | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, refusal_backoff: Backoff | None = None) -> None:
         if config.outbox is None:
             raise ValueError(f"{config.client_id}: a device needs an [outbox] path in its configuration")
         self.config = config
@@ -118,6 +130,9 @@ class DeviceClient:
         self._commands_topic = topics.commands_topic(self.site_id, self.device_id)
         self._content_topic = topics.content_topic(self.site_id)
         self._backoff = backoff
+        self._refusal_backoff = refusal_backoff
+        self._refusal_logged: str | None = None  # the reason last logged, so a retry refused alike stays quiet
+        self._disconnects = 0
         self._link: MqttLink | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -194,9 +209,12 @@ class DeviceClient:
 
     def stats(self) -> DeviceStats:
         outbox = self.outbox.stats()
-        return DeviceStats(bool(self._link and self._link.connected), outbox.pending, outbox.dropped_total,
+        link = self._link
+        return DeviceStats(bool(link and link.connected), outbox.pending, outbox.dropped_total,
                            len(self._in_flight), self._messages_sent, self._events_sent, self._events_acked,
-                           self._resends, self._invalid)
+                           self._resends, self._invalid, self._disconnects,
+                           link.last_disconnect if link else None, link.refusals if link else 0,
+                           link.last_refusal if link else None)
 
     # --- connection ---------------------------------------------------------------------------------------
 
@@ -223,17 +241,33 @@ class DeviceClient:
             clean_session=False,
             will=Will(self._status_topic, self._presence("offline", utc_now())),
             subscriptions=[(self._acks_topic, 1), (self._commands_topic, 1), (self._content_topic, 1)],
-            on_connected=self._connected, on_disconnected=self._disconnected, backoff=self._backoff)
+            on_connected=self._connected, on_disconnected=self._disconnected, backoff=self._backoff,
+            keepalive=self.tuning.keepalive_s, reply_timeout_s=self.tuning.reply_timeout_s,
+            refusal_backoff=self._refusal_backoff, on_refused=self._refused)
 
     def _connected(self) -> None:
         assert self._link is not None
         self._connected_at = utc_now()
         self._link.publish(self._status_topic, self._presence("online", self._connected_at), retain=True)
         self._reset_needed = True
+        if self._refusal_logged is not None:
+            log.warning("%s: the broker accepts this device again", self.device_id)
+            self._refusal_logged = None
 
     def _disconnected(self, reason: str) -> None:
+        self._disconnects += 1
         log.info("%s: disconnected (%s); will resend everything unacknowledged", self.device_id, reason)
         self._reset_needed = True
+
+    def _refused(self, reason: str, retry_in_s: float) -> None:
+        """Only an operator can mend this, so say it where they look, once per reason rather than per retry."""
+        if reason == self._refusal_logged:
+            return
+        self._refusal_logged = reason
+        assert self._link is not None
+        log.error("%s: the broker at %s refused this device (%s): check the password (and username) in this "
+                  "device's configuration file against those `museum device enroll` wrote for it; "
+                  "next attempt in %.0f s", self.device_id, self._link.endpoint, reason, retry_in_s)
 
     # --- the worker ---------------------------------------------------------------------------------------
 
@@ -348,7 +382,9 @@ class DeviceClient:
 
     def _settle(self, batch: int | None, count: int = 1) -> None:
         """`count` more events of message `batch` are acknowledged; the message leaves the window with its last."""
-        entry = None if batch is None else self._in_flight.get(batch)
+        if batch is None:
+            return
+        entry = self._in_flight.get(batch)
         if entry is None:
             return
         entry.remaining -= count

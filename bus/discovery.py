@@ -1,14 +1,14 @@
 """Finding a site's MQTT broker on the museum network with zeroconf (mDNS / DNS-SD): the only module that imports
 zeroconf.
 
-The hub advertises one `_mqtt._tcp` service per site, named `museum-<site_id>`, whose TXT record says which site
-it serves (`site`), whether the port speaks TLS (`tls`, "1" or "0") and which topic scheme it uses (`v`). A device
-browses for `_mqtt._tcp`, keeps the first service of its own site, and otherwise uses the broker in its config
-file (`resolve_broker`). Nothing from zeroconf leaves this module: callers get `BrokerEndpoint`s and an
-`Advertisement` handle.
+The site server's `museum broker run` advertises one `_mqtt._tcp` service per site, named `museum-<site_id>`,
+whose TXT record says which site it serves (`site`), whether the port speaks TLS (`tls`, "1" or "0") and which
+topic scheme it uses (`v`). A device browses for `_mqtt._tcp`, keeps the first service of its own site, and
+otherwise uses the broker in its config file (`resolve_broker`). Nothing from zeroconf leaves this module: callers
+get `BrokerEndpoint`s and an `Advertisement` handle.
 
 Every call makes its own short-lived `Zeroconf` instance, whose sockets and thread zeroconf owns. A device
-therefore never answers from a cache filled before the hub moved, and no asyncio loop of ours is involved.
+therefore never answers from a cache filled before the broker moved, and no asyncio loop of ours is involved.
 """
 
 from __future__ import annotations
@@ -122,13 +122,13 @@ def advertise_broker(site_id: str, port: int, *, tls: bool, interfaces: list[str
 
     The service carries the machine's addresses: those of `interfaces` when given, else every non-loopback
     address, or only `host_address` when given. Raises DiscoveryError when another responder already holds the
-    name (a second hub for the same site).
+    name (a second broker for the same site).
     """
     _check_site(site_id)
     _check_port(port)
     addresses = _advertised_addresses(interfaces, host_address)
     instance = f"museum-{site_id}"[:_LABEL_MAX]
-    # The same name broker.tls puts in the server certificate, so `<site>-broker.local` resolves to this hub.
+    # The same name broker.tls puts in the server certificate, so `<site>-broker.local` resolves to this server.
     server = f"{site_id}-broker"[:_LABEL_MAX] + ".local."
     info = ServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=port, server=server,
                        properties={TXT_SITE: site_id, TXT_TLS: "1" if tls else "0", TXT_VERSION: TOPIC_SCHEME},
@@ -139,7 +139,7 @@ def advertise_broker(site_id: str, port: int, *, tls: bool, interfaces: list[str
     except NonUniqueNameException:
         zc.close()
         raise DiscoveryError(f"another responder on the network already advertises {instance!r}: is a second "
-                             f"hub running for site {site_id!r}?") from None
+                             f"broker running for site {site_id!r}?") from None
     except Error as error:
         zc.close()
         raise DiscoveryError(f"could not advertise {instance!r}: {error!r}") from error

@@ -9,6 +9,15 @@ Every connection attempt uses a fresh paho client. paho would otherwise re-send 
 reconnect, on top of what our durable outbox re-sends; starting clean leaves the outbox as the one source of
 truth for what still has to go.
 
+Two failures are told apart from a plain lost connection:
+
+- A **dead path** (`reply_timeout_s` set): no PUBACK or no PINGRESP in time (`bus.liveness`), though the socket
+  is still open. The connection is torn down and retried like any lost one; the reason starts with "dead path".
+- A **refusal**: the broker answered CONNECT with a failure that only an operator can mend (bad user name or
+  password, not authorised, client identifier rejected). It is counted (`refusals`, `last_refusal`), reported once
+  per change of reason through `on_refused`, and retried on a slower backoff of its own (`refusal_backoff`), so
+  that a misconfigured device neither floods the broker's log nor goes quiet.
+
 TLS trusts exactly the site CA (`Endpoint.ca_file`), which signs only the site's broker certificate; the host
 name is not checked because devices often reach the broker by an address found with zeroconf.
 """
@@ -20,6 +29,7 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,10 +40,30 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bus.backoff import Backoff
+from bus.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
 MAX_PACKETS_PER_POLL = 5000
+
+# CONNACK failures that name an operator's mistake; "server unavailable" and "server busy" pass by themselves.
+_OPERATOR_REFUSALS = frozenset({"Unsupported protocol version", "Client identifier not valid",
+                                "Bad user name or password", "Not authorized"})
+
+
+def _bytes_acked_by_peer(sock: Any) -> int | None:
+    """How many bytes of ours the peer's TCP has acknowledged (Linux's tcpi_bytes_acked); None where unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192)
+    except (AttributeError, OSError):
+        return None
+    return struct.unpack_from("Q", info, 120)[0] if len(info) >= 128 else None
+
+
+def default_refusal_backoff() -> Backoff:
+    """A refused device retries after 60–120 s, then 120–240 s, then every 150–300 s: soon enough once the
+    operator has mended the password, rarely enough not to fill the broker's log meanwhile."""
+    return Backoff(base_s=120.0, cap_s=300.0)
 
 
 @dataclass(frozen=True)
@@ -82,8 +112,15 @@ class MqttLink:
                  subscriptions: Sequence[tuple[str, int]] = (), keepalive: int = 30,
                  on_connected: Callable[[], None] | None = None,
                  on_disconnected: Callable[[str], None] | None = None, backoff: Backoff | None = None,
-                 max_inflight: int = 100) -> None:
+                 max_inflight: int = 100, reply_timeout_s: float | None = None,
+                 refusal_backoff: Backoff | None = None,
+                 on_refused: Callable[[str, float], None] | None = None,
+                 max_bytes_per_poll: int | None = None) -> None:
         self.client_id = client_id
+        # Bounds what one poll() reads in payload bytes, as MAX_PACKETS_PER_POLL does in messages: the rest waits
+        # in the socket and the broker, not in the owner's memory (the hub's rounds).
+        self._max_bytes_per_poll = max_bytes_per_poll
+        self._received_bytes = 0
         self.endpoint = endpoint
         self._credentials = credentials
         self._clean_session = clean_session
@@ -93,7 +130,12 @@ class MqttLink:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self.backoff = backoff or Backoff()
+        self.refusal_backoff = refusal_backoff or default_refusal_backoff()
+        self._on_refused = on_refused
         self._max_inflight = max_inflight
+        # Off unless the owner polls often (a device's worker): see `Liveness.keepalive_checked`.
+        self._liveness = None if reply_timeout_s is None else Liveness(keepalive, reply_timeout_s)
+        self._bytes_acked: int | None = None  # by the broker's TCP, while a PUBACK is awaited
         self._client: paho.Client | None = None
         self._connected = False
         self._lost: str | None = None
@@ -101,7 +143,10 @@ class MqttLink:
         self._inbox: list[Received] = []
         self._unacked: set[int] = set()
         self.last_refusal: str | None = None
+        self.refusals = 0
+        self._refused = False
         self.last_error: str | None = None
+        self.last_disconnect: str | None = None
         self.connections = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -125,12 +170,17 @@ class MqttLink:
             return
         if reason.is_failure:
             self.last_refusal = str(reason)
+            self._refused = str(reason) in _OPERATOR_REFUSALS
+            self.refusals += self._refused
             self._lost = f"refused: {reason}"
             return
         self.last_refusal = None
         self._connected = True
         self.connections += 1
         self.backoff.reset()
+        self.refusal_backoff.reset()
+        if self._liveness is not None:
+            self._liveness.connected(time.monotonic())
         if self._subscriptions:
             client.subscribe(self._subscriptions)
         if self._on_connected is not None:
@@ -141,10 +191,15 @@ class MqttLink:
             self._lost = str(reason)
 
     def _cb_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.append(Received(message.topic, message.payload, bool(message.retain)))
+        # bytes() of a bytes object is that object: no copy; paho types the payload as bytes | bytearray.
+        self._inbox.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
+        self._received_bytes += len(message.payload)
 
     def _cb_publish(self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
-        self._unacked.discard(mid)
+        if mid in self._unacked:  # QoS 0 publishes are "published" once written: only a PUBACK counts here
+            self._unacked.discard(mid)
+            if self._liveness is not None:
+                self._liveness.pubacked(time.monotonic(), still_outstanding=bool(self._unacked))
 
     # --- connection management ---------------------------------------------------------------------------
 
@@ -174,21 +229,23 @@ class MqttLink:
             self._fail(f"cannot reach {self.endpoint}: {error}")
             return
         sock = client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # an SSLSocket is one too
             # paho leaves Nagle on: a lone event or ack would wait for the peer's delayed ACK (tens of ms).
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, refused: bool = False) -> float:
         self.last_error = reason
-        delay = self.backoff.next_delay()
+        delay = (self.refusal_backoff if refused else self.backoff).next_delay()
         self._next_attempt = time.monotonic() + delay
         log.info("%s: %s; next attempt in %.1f s", self.client_id, reason, delay)
+        return delay
 
     def _teardown(self) -> None:
         client, self._client = self._client, None
         was_connected, self._connected = self._connected, False
         reason = self._lost or "closed"
+        refused, self._refused = self._refused, False
         self._lost = None
         if client is not None:
             client.on_disconnect = None
@@ -198,9 +255,16 @@ class MqttLink:
             if sock is not None:
                 sock.close()
         self._unacked.clear()
+        if refused:
+            delay = self._fail(reason, refused=True)
+            if self._on_refused is not None:
+                self._on_refused(reason.removeprefix("refused: "), delay)
+            return
         self._fail(f"connection lost ({reason})")
-        if was_connected and self._on_disconnected is not None:
-            self._on_disconnected(reason)
+        if was_connected:
+            self.last_disconnect = reason
+            if self._on_disconnected is not None:
+                self._on_disconnected(reason)
 
     # --- the loop ----------------------------------------------------------------------------------------
 
@@ -236,17 +300,41 @@ class MqttLink:
             client.loop_write()
         if self._client is client and self._lost is None:
             client.loop_misc()
+            if self._liveness is not None and self._connected and self._lost is None and sock not in readable:
+                # Judged only when there was nothing to read: a silent path never makes the socket readable, and
+                # replies still waiting in the socket buffer must not count as missing.
+                now = time.monotonic()
+                self._liveness.keepalive_checked(now)
+                self._watch_sending(sock, now)
+                self._lost = self._liveness.verdict(now)
+                if self._lost is not None:
+                    log.warning("%s: %s; reconnecting", self.client_id, self._lost)
         if self._lost is not None:
             self._teardown()
         return self._take_inbox()
 
+    def _watch_sending(self, sock: Any, now: float) -> None:
+        assert self._liveness is not None
+        if self._liveness.awaiting_puback_since is None:
+            self._bytes_acked = None
+            return
+        acked = _bytes_acked_by_peer(sock)
+        if acked is not None and self._bytes_acked is not None and acked > self._bytes_acked:
+            self._liveness.sending_progressed(now)
+        self._bytes_acked = acked
+
     def _read_available(self, client: paho.Client, sock: Any) -> None:
+        byte_limit = None if self._max_bytes_per_poll is None else self._received_bytes + self._max_bytes_per_poll
         for _ in range(MAX_PACKETS_PER_POLL):
+            if byte_limit is not None and self._received_bytes >= byte_limit:
+                return
             rc = client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost is not None:
                 if self._lost is None:
                     self._lost = paho.error_string(rc)
                 return
+            if self._liveness is not None:
+                self._liveness.received(time.monotonic())
             if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
                 continue
             try:
@@ -290,6 +378,8 @@ class MqttLink:
             return False
         if qos > 0:
             self._unacked.add(info.mid)
+            if self._liveness is not None:
+                self._liveness.published(time.monotonic())
         return True
 
     # --- helpers for owners that block -------------------------------------------------------------------

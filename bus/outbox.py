@@ -11,12 +11,17 @@ progress) and counted in `dropped_total`, which the device reports in every hear
 events, 30 days) hold well over a week of a busy kiosk: at one event a second for twelve hours a day, a week
 is about 300,000 events, some 110 MB (about 375 bytes an event on disk for a 300-byte event; a full outbox is
 about 0.75 GB).
+
+The outbox holds visit tokens, so its files are readable by their owner only: the database is created 0600
+before SQLite opens it (SQLite gives the -wal, -shm and -journal files the database file's mode), its directory
+0700 when the outbox creates it, and an outbox left 0644 by an older version is narrowed when opened.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -72,6 +77,18 @@ class OutboxStats:
 _INSERT = "INSERT INTO outbox (seq, event_id, payload, created_at) VALUES (?, ?, ?, ?)"
 
 
+def _create_private(path: Path) -> None:
+    """Make sure the database file exists with mode 0600 (and its -wal and -shm, if an older version left them)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 only if made here, and only the last level
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except OSError as error:  # not our file: say so, the outbox still works
+            log.warning("outbox file %s stays readable by others: %s", file, error)
+
+
 def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     """[1, 2, 3, 7, 8] → [(1, 3), (7, 8)]"""
     runs: list[tuple[int, int]] = []
@@ -95,7 +112,7 @@ class Outbox:
         self.path = Path(path)
         self.max_events = max_events
         self.max_age_s = max_age_days * 86400
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # Every append is its own commit, which writes whole pages to the WAL: 1 KiB pages write a quarter of the

@@ -6,7 +6,9 @@ import atexit
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -16,6 +18,7 @@ from demo.museum_content import Museum, load_museum, load_sample_museum
 from demo.simulated_device import MAX_SPEED, SimulatedKind, Simulation, StopFlag, check_config, run_device
 from demo.simulation import VISITORS_PER_HOUR
 
+Command = TypeVar("Command", bound=Callable[..., Any])
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SPEED = click.FloatRange(0, MAX_SPEED, min_open=True)
 
@@ -48,16 +51,16 @@ def simulate() -> None:
     """One simulated device, publishing simulated visitors' events to a site like a real one."""
 
 
-def _simulation_options(command):  # type: ignore[no-untyped-def]
+def _simulation_options(command: Command) -> Command:
     options = [
-        click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                      required=True, help="The device's configuration, as written by `museum device enroll`."),
         click.option("--zone", "zone_id", required=True, help="The room the device is in (a zone_id)."),
         click.option("--speed", type=SPEED, default=1.0, show_default=True,
                      help="Museum time runs this many times faster than real time."),
         click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
                      help="With the device id, seeds the visitors: the same seed gives the same visits."),
-        click.option("--museum", "museum_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        click.option("--museum", "museum_path", type=click.Path(path_type=Path, dir_okay=False),
                      default=None, help="The museum file (default: the sample museum)."),
         click.option("-v", "--verbose", is_flag=True, help="Log every event emitted."),
     ]

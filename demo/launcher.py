@@ -19,25 +19,25 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from broker.processes import accepts, free_ports, runs_with_argument
 from broker.site import SiteLayout
-from demo.museum_content import Museum
+from demo.dashboard import LiveView, dashboard_lines, read_hub_figures
+from demo.museum_content import Museum, load_sample_museum
 from demo.simulated_device import StopFlag
-from protocol.ids import parse_instant
 
 SITE_ID = "demo"
 DEFAULT_KIOSKS = 6
@@ -46,7 +46,6 @@ DEFAULT_SEED = 2026
 MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")
 BROKER_READY_S = 20.0
 HUB_READY_S = 15.0
-STALE_FIGURES_S = 3.0
 # Stop timeouts. The broker's is the longest: `broker run` gives Mosquitto 10 s to save its persistence.
 DEVICES_STOP_S = 8.0
 HUB_STOP_S = 6.0
@@ -84,75 +83,6 @@ def plan_devices(museum: Museum, kiosks: int) -> list[DeviceSpec]:
     return plan
 
 
-# --- figures ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HubFigures:
-    """The hub's stats file (`<site>/hub/stats.json`), rewritten by the hub every second."""
-
-    stored_total: int
-    events_per_s: float
-    quarantined_total: int
-    devices_online: tuple[str, ...]
-    connected: bool
-    updated_at: datetime
-
-
-def read_hub_figures(path: Path) -> HubFigures | None:
-    """The figures, or None while the hub has not written any (the file is replaced whole, never half-written)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return HubFigures(int(data["stored_total"]), float(data["events_per_s"]), int(data["quarantined_total"]),
-                          tuple(data["devices_online"]), bool(data["connected"]), parse_instant(data["updated_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def clock(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-
-
-def format_figures(elapsed_s: float, speed: float, figures: HubFigures | None, enrolled: int,
-                   now: datetime | None = None) -> str:
-    """One line of live figures."""
-    head = f"{clock(elapsed_s)} elapsed, museum clock +{clock(elapsed_s * speed)} (x{speed:g})"
-    if figures is None:
-        return f"{head} | waiting for the hub's first figures"
-    line = (f"{head} | {figures.events_per_s:6.1f} events/s | stored {figures.stored_total}"
-            f" | quarantined {figures.quarantined_total}"
-            f" | devices online {len(figures.devices_online)}/{enrolled}")
-    if not figures.connected:
-        line += " | hub NOT connected to the broker"
-    age = ((now or datetime.now(UTC)) - figures.updated_at).total_seconds()
-    if age > STALE_FIGURES_S:
-        line += f" | figures {age:.0f} s old"
-    return line
-
-
-class LiveLine:
-    """One refreshed line on a terminal; one line per update anywhere else (a log, a pipe)."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self._width = 0
-
-    def show(self, text: str) -> None:
-        if self.tty:
-            self.out.write("\r" + text.ljust(self._width))
-            self._width = len(text)
-        else:
-            self.out.write(text + "\n")
-        self.out.flush()
-
-    def finish(self) -> None:
-        if self.tty and self._width:
-            self.out.write("\n")
-            self.out.flush()
-        self._width = 0
-
-
 # --- processes -------------------------------------------------------------------------------------------
 
 def mosquitto_installed() -> bool:
@@ -162,6 +92,14 @@ def mosquitto_installed() -> bool:
 
 def museum_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "museum", *args]
+
+
+def museum_hint(*args: str) -> str:
+    """A `museum` command line that works as typed: `make demo` runs in a venv that is not on the PATH, so the
+    hint names the console script beside this interpreter, or the interpreter itself when there is none."""
+    script = Path(sys.executable).parent / "museum"
+    program = [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "museum"]
+    return shlex.join([*program, *args])
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
@@ -224,8 +162,9 @@ def stop_processes(children: Sequence[Child], timeout: float) -> list[str]:
 
 class Demo:
     def __init__(self, site_dir: Path, devices: Sequence[DeviceSpec], *, speed: float, seed: int,
-                 stop: StopFlag, out: IO[str]) -> None:
+                 stop: StopFlag, out: IO[str], museum: Museum | None = None) -> None:
         self.site = site_dir.absolute()
+        self.museum = museum or load_sample_museum()
         self.layout = SiteLayout(self.site)
         self.devices = list(devices)
         self.speed = speed
@@ -258,6 +197,12 @@ class Demo:
         return self.layout.device_config(device_id)
 
     def say(self, text: str) -> None:
+        if self.out.isatty():
+            # Wrapped between words, not cut mid-word by the terminal; paths and commands stay whole.
+            width = shutil.get_terminal_size().columns - 1
+            text = "\n".join(line if len(line) <= width else
+                             textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+                             for line in text.split("\n"))
         self.out.write(text + "\n")
         self.out.flush()
 
@@ -346,7 +291,8 @@ class Demo:
 
     def watch(self, duration: float | None) -> None:
         """Show the figures once a second until `duration` has passed or a stop is requested."""
-        line = LiveLine(self.out)
+        view = LiveView(self.out)
+        enrolled = [spec.device_id for spec in self.devices]
         started = time.monotonic()
         end = started + duration if duration is not None else None
         tick = started
@@ -354,15 +300,19 @@ class Demo:
             while True:
                 self._check_children()
                 now = time.monotonic()
-                line.show(format_figures(now - started, self.speed, read_hub_figures(self.stats_file),
-                                         len(self.devices)))
+                # Asked every time: the terminal may have been resized. The last column stays free, where some
+                # terminals wrap a line that fills it.
+                columns, rows = shutil.get_terminal_size()
+                view.show(dashboard_lines(self.museum, read_hub_figures(self.stats_file), elapsed_s=now - started,
+                                          speed=self.speed, enrolled=enrolled, width=columns - 1,
+                                          height=rows if view.tty else None))
                 if end is not None and now >= end:
                     return
                 tick += 1.0
                 if self.stop.wait(max(0.0, min(tick, end or tick) - time.monotonic())):
                     return
         finally:
-            line.finish()
+            view.finish()
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -473,8 +423,8 @@ def run_demo(*, duration: float | None, devices: Sequence[DeviceSpec], speed: fl
         demo.say(demo.summary())
     if demo.database.exists():
         demo.say(f"Site: {site} (hub database {demo.database}, the processes' output in {demo.work_dir}).")
-        demo.say(f"Look again with `museum hub stats --site {site}`"
-                 + (f"; remove it with `rm -r {site.parent}`." if temporary else "."))
+        demo.say(f"Look again with `{museum_hint('hub', 'stats', '--site', str(site))}`"
+                 + (f"; remove it with `{shlex.join(['rm', '-r', str(site.parent)])}`." if temporary else "."))
     elif temporary and site.parent.exists():
         demo.say(f"The demo's temporary directory is {site.parent}.")
     if failure is not None:

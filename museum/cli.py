@@ -4,10 +4,30 @@ module only gathers them, so the logic stays in the libraries and the shell stay
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 
 import click
 
 ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "demo.cli", "protocol.cli")
+
+OPTIONAL_MODULES = {
+    "sqlite_utils": "hub",
+    "cryptography": "hub",
+    "kivy": "kiosk",
+    "bleak": "gateway",
+    "pyzbar": "gateway",
+    "fastapi": "api",
+    "uvicorn": "api",
+}
+"""Top-level module → the extra of pyproject.toml's [project.optional-dependencies] that installs it. Only these
+may be missing: a role whose extra is not installed (a kiosk has no hub) has no commands on that machine."""
+
+ROLE_DESCRIPTIONS = {
+    "broker.cli": "site, device and broker commands",
+    "broker.hub_cli": "hub commands",
+    "demo.cli": "demo and simulate commands",
+    "protocol.cli": "docs commands",
+}
 
 
 @click.group()
@@ -16,19 +36,25 @@ def main() -> None:
     """Museum visitor-experience platform: site broker, edge hub, devices, demo."""
 
 
-def _register() -> None:
-    for module_name in ROLE_CLI_MODULES:
+def register(group: click.Group, module_names: Iterable[str]) -> list[str]:
+    """Add every role's commands to `group`; returns one note per role left out because an optional extra is
+    not installed, which also goes in the group's help. Any other missing module is a bug and is raised."""
+    notes = []
+    for module_name in module_names:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as missing:
-            # A role whose extra is not installed on this machine (a kiosk has no hub) simply has no commands.
-            if missing.name and module_name.startswith(missing.name.split(".")[0]):
-                continue
-            if missing.name in ("sqlite_utils", "cryptography", "kivy", "bleak", "fastapi"):
-                continue
-            raise
+            extra = OPTIONAL_MODULES.get((missing.name or "").split(".")[0])
+            if extra is None:
+                raise
+            what = ROLE_DESCRIPTIONS.get(module_name, f"the commands of {module_name}")
+            notes.append(f"{what} (pip install 'museum-platform[{extra}]', for {missing.name})")
+            continue
         for command in module.COMMANDS:
-            main.add_command(command)
+            group.add_command(command)
+    if notes:
+        group.epilog = "Not installed here: " + "; ".join(notes) + "."
+    return notes
 
 
-_register()
+register(main, ROLE_CLI_MODULES)

@@ -10,6 +10,7 @@ a version refuses it rather than guessing.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ class Event:
                 raise
 
     @classmethod
-    def create(cls: type[E], *, site_id: str, device_id: str, visit_id: str | None = None,
+    def create(cls: builtins.type[E], *, site_id: str, device_id: str, visit_id: str | None = None,
                occurred_at: datetime | None = None, **own_fields: Any) -> E:
         """A new event happening now (or at `occurred_at`), with a fresh `event_id`."""
         values = {"event_id": new_event_id(), "site_id": site_id, "device_id": device_id,
@@ -110,10 +111,10 @@ class Event:
         return cls(**values)  # the dataclass fills defaults, and refuses or normalises with a precise error
 
     @classmethod
-    def from_valid(cls: type[E], values: dict[str, Any]) -> E:
+    def from_valid(cls: builtins.type[E], values: dict[str, Any]) -> E:
         """An event from values `fast_valid` has accepted, without the dataclass `__init__`, which would only
         check them all again (a kiosk emits, and a hub decodes, thousands a second)."""
-        event = object.__new__(cls)
+        event: E = object.__new__(cls)
         event.__dict__.update(values)
         return event
 

@@ -15,7 +15,7 @@ import inspect
 import json
 import re
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -108,6 +108,11 @@ HUB_ERROR_CODES: dict[str, str] = {
     "device_mismatch": "The event's `device_id` differs from the device segment of the topic it was published "
                        "on (which the broker ties to the MQTT username).",
     "site_mismatch": "The event's `site_id` is not the site of the hub that received it.",
+    "time_out_of_range": "The event's `occurred_at`, or the instant in its `event_id`, is further from the hub's "
+                         "clock than it accepts (by default 35 days before, 1 day after): the device's clock is "
+                         "wrong, or the event was kept too long.",
+    "event_id_conflict": "Another device's event with this `event_id` is already stored: ids are made by each "
+                         "device (`new_event_id`), so this one was copied or forged.",
 }
 
 _SCANNED_MODULES: tuple[ModuleType, ...] = (codec, events, fields, ids, messages, topics)
@@ -120,7 +125,7 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     return lines

@@ -22,6 +22,51 @@ from support import free_ports
 from broker.mosquitto import MosquittoProcess
 from broker.site import Site, init_site
 
+LEFT_BEHIND = "museum-*"
+
+
+# --- nothing left in the temporary folder --------------------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite and every process it starts get a temporary folder of their own (TMPDIR), so that what they
+    leave there is theirs, whatever else runs on the machine; `pytest_unconfigure` checks it and removes it."""
+    own = Path(tempfile.mkdtemp(prefix="museum-suite-"))
+    os.chmod(own, 0o711)  # Mosquitto, dropped to its own user, walks down through it to the sites
+    config.stash[_OWN_TMP] = (own, os.environ.get("TMPDIR"), tempfile.tempdir)
+    os.environ["TMPDIR"] = str(own)
+    tempfile.tempdir = str(own)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fails the run if a test, the demo or the bench left a `museum-*` directory behind (every session fixture
+    has been torn down by now)."""
+    own, _, _ = session.config.stash[_OWN_TMP]
+    left = sorted(path.name for path in own.glob(LEFT_BEHIND))
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")  # the progress dots of -q leave the line open
+            reporter.write_line(f"The tests left behind in the temporary folder: {', '.join(left)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_TMP not in config.stash:
+        return
+    own, tmpdir, tempdir = config.stash[_OWN_TMP]
+    if tmpdir is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = tmpdir
+    tempfile.tempdir = tempdir
+    shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_TMP = pytest.StashKey[tuple[Path, "str | None", "str | None"]]()
+
+
+# --- sites and brokers --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def sites_base() -> Iterator[Path]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import replace
+
 from harness import HubThread, device_config, devices, start_device, stored_ids, stored_types
 from support import wait_until
 
@@ -138,3 +142,27 @@ def test_an_event_emitted_twice_is_stored_once_without_stalling_delivery(site, b
         finally:
             client.stop()
     assert stored_ids(site, "kiosk-twice") >= later | {event.event_id}
+
+
+def test_a_device_writes_its_outbox_readable_by_itself_only(site, broker):
+    # Visit tokens sit in the outbox: no other local user of a kiosk may read them, whatever the umask says.
+    config = device_config(site, "kiosk-private")
+    assert config.outbox is not None
+    path = site.root.parent / "kiosk-private-state" / "outbox.sqlite"
+    config = replace(config, outbox=replace(config.outbox, path=path))
+    previous = os.umask(0o022)  # the usual default, under which SQLite alone would make every file 0644
+    try:
+        with HubThread(site):
+            client = DeviceClient(config)
+            client.start()
+            try:
+                _views(client, 20)
+                assert client.wait_drained(30), client.stats()
+                files = [path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")]
+                modes = {file.name: stat.S_IMODE(file.stat().st_mode) for file in files}
+                assert modes == dict.fromkeys(modes, 0o600), modes
+                assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+            finally:
+                client.stop()
+    finally:
+        os.umask(previous)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -21,30 +22,27 @@ from pathlib import Path
 import pytest
 from harness import ROOT
 
+from broker.hub_store import HubStore
 from broker.site import Site, enroll_device
 from demo import launcher as demo_module
-from demo.launcher import (
-    DemoError,
-    HubFigures,
-    format_figures,
-    plan_devices,
-    prepare_site_dir,
-    read_hub_figures,
-)
+from demo.dashboard import DeviceState, HubFigures, LiveView, dashboard_lines, read_hub_figures
+from demo.launcher import DemoError, museum_hint, plan_devices, prepare_site_dir
 from demo.museum_content import load_sample_museum
 from demo.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
 from demo.simulation import kiosk_events
-from protocol.events import ArtworkViewed, Event, KioskSessionEnded
+from protocol.canonical import event_record
+from protocol.events import ArtworkViewed, Event, KioskSessionEnded, OccupancyCounted
 from protocol.fields import IDENTIFIER
-from protocol.ids import event_id_time
+from protocol.ids import event_id_at, event_id_time
 
 WALL = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SIM = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 KIOSK_TYPES = {"kiosk.session_started", "kiosk.session_ended", "artwork.viewed", "artwork.collected",
                "visitor.language_changed", "visitor.accessibility_changed", "visit.linked", "device.status"}
 GATEWAY_TYPES = {"proximity.entered", "proximity.left", "occupancy.counted", "device.status"}
-FIGURES = re.compile(r"(\d+):(\d\d):(\d\d) elapsed, museum clock \+\S+ \(x20\) \| +[\d.]+ events/s \| stored (\d+) "
-                     r"\| quarantined (\d+) \| devices online (\d+)/(\d+)")
+HUB_LINE = re.compile(r"^Hub: [\d.]+ events/s, (\d+) events stored$", re.MULTILINE)
+DEVICES_LINE = re.compile(r"^Devices: (\d+) of (\d+) online", re.MULTILINE)
+REFUSED_LINE = re.compile(r"^(\d+) messages? refused as malformed \(kept aside for diagnosis\)$", re.MULTILINE)
 
 
 # --- pacing, without processes ---------------------------------------------------------------------------
@@ -174,15 +172,107 @@ def test_the_plan_deals_kiosks_round_the_rooms_and_gives_each_room_a_gateway() -
     assert all(IDENTIFIER.match(device_id) for device_id in ids)
 
 
-def test_figures_line() -> None:
-    figures = HubFigures(412, 38.25, 0, ("kiosk-01", "gateway-realisme"), True, WALL)
-    line = format_figures(75, 20, figures, 8, now=WALL + timedelta(seconds=1))
-    assert line.startswith("0:01:15 elapsed, museum clock +0:25:00 (x20)")
-    assert "38.2 events/s | stored 412 | quarantined 0 | devices online 2/8" in line
-    assert "old" not in line and "NOT connected" not in line
-    stale = format_figures(75, 20, HubFigures(1, 0, 0, (), False, WALL), 8, now=WALL + timedelta(seconds=9))
-    assert "figures 9 s old" in stale and "hub NOT connected" in stale
-    assert "waiting for the hub" in format_figures(0, 20, None, 8)
+ENROLLED = ["kiosk-01", "kiosk-02", "kiosk-03", "gateway-renaissance", "gateway-siecle-d-or", "gateway-realisme",
+            "gateway-impressionnisme", "gateway-modernites"]
+
+
+def busy_figures(**changes: object) -> HubFigures:
+    figures = HubFigures(
+        412, 38.25, 2, tuple(ENROLLED[:-2]), True, WALL,
+        devices=(*(DeviceState(device_id, "online") for device_id in ENROLLED[:-2]),
+                 DeviceState("gateway-impressionnisme", "offline")),
+        top_viewed=(("botticelli-birth-of-venus", 42), ("monet-impression-sunrise", 30), ("vermeer-milkmaid", 17),
+                    ("unknown-work", 3)),
+        views_by_language=(("en", 55), ("fr", 37)),
+        occupancy=(("renaissance", 12), ("impressionnisme", 75)),
+        activity_since=WALL - timedelta(minutes=12))
+    return dataclasses.replace(figures, **changes)  # type: ignore[arg-type]
+
+
+def view_text(figures: HubFigures | None, width: int = 80, height: int | None = None, **kwargs: object) -> str:
+    lines = dashboard_lines(load_sample_museum(), figures, elapsed_s=75, speed=20, enrolled=ENROLLED, width=width,
+                            height=height, now=WALL + timedelta(seconds=1), **kwargs)  # type: ignore[arg-type]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("width", [80, 40])
+@pytest.mark.parametrize("figures", [None, busy_figures(), busy_figures(connected=False, updated_at=WALL - timedelta(
+    seconds=30), devices=tuple(DeviceState(device_id, "offline") for device_id in ENROLLED), devices_online=())])
+def test_the_live_view_never_outgrows_the_terminal(width: int, figures: HubFigures | None) -> None:
+    for height in (None, 30, 12):
+        lines = view_text(figures, width, height).split("\n")
+        assert all(len(line) <= width for line in lines), lines
+        if height is not None:
+            assert len(lines) < height
+
+
+def test_the_live_view_shows_what_staff_watch() -> None:
+    text = view_text(busy_figures())
+    assert text.startswith("Demo Museum of Fine Arts | 0:01:15 elapsed, museum clock +0:25:00 (x20)")
+    assert "Most viewed works, last 12 min" in text
+    # Titles from the museum's content, most viewed first; a work the content does not know shows its id.
+    assert re.search(r"42  The Birth of Venus - Sandro Botticelli\n +30  Impression, Sunrise - Claude Monet", text)
+    assert "3  unknown-work" in text
+    assert "Languages of the views: en 60% (55), fr 40% (37)" in text
+    # Every room against its capacity, crowded rooms flagged; rooms without a count yet say so.
+    assert re.search(r"The Renaissance in Italy ~ +12/40 +30%  ######", text)
+    assert re.search(r"The Impressionists +75/60 +125%! ####################", text)
+    assert re.search(r"Romanticism and Realism +no count yet", text)
+    assert "Devices: 6 of 8 online, 1 not heard from yet; offline: gateway-impressionnisme" in text
+    assert "Hub: 38.2 events/s, 412 events stored" in text
+    assert "2 messages refused as malformed (kept aside for diagnosis)" in text
+    assert "NOT connected" not in text and "old" not in text
+
+
+def test_the_live_view_says_when_the_hub_is_away_or_not_started() -> None:
+    stale = view_text(busy_figures(connected=False, updated_at=WALL - timedelta(seconds=8)))
+    assert "The hub is NOT connected to the broker" in stale
+    assert "These figures are 9 s old" in stale
+    assert "Waiting for the hub's first figures" in view_text(None)
+    quiet = view_text(busy_figures(top_viewed=(), views_by_language=(), occupancy=(), quarantined_total=1))
+    assert "no work viewed yet" in quiet and "Languages of the views: none yet" in quiet
+    assert "1 message refused as malformed" in quiet
+    full = view_text(busy_figures(storage_error="database or disk is full", refused_not_kept=40))
+    assert "! The hub cannot store events (the devices keep them): database or disk is full" in full
+    assert "2 messages refused as malformed (kept aside for diagnosis), 40 more only counted" in full
+
+
+def test_a_short_terminal_shows_fewer_works_and_names_what_it_cuts() -> None:
+    def works_shown(height: int) -> int:
+        lines = view_text(busy_figures(), height=height).split("\n")
+        return lines.index("Languages of the views: en 60% (55), fr 40% (37)") - 2
+
+    assert works_shown(30) == 4  # all there are, up to five
+    assert works_shown(21) == 3
+    many_offline = busy_figures(devices=tuple(DeviceState(device_id, "offline") for device_id in ENROLLED),
+                                devices_online=())
+    line = next(line for line in view_text(many_offline, width=60).split("\n") if line.startswith("Devices"))
+    assert line.startswith("Devices: 0 of 8 online; offline: kiosk-01") and line.endswith("more)"), line
+
+
+class FakeTerminal:
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.encoding = "ascii"
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.written.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_on_a_terminal_the_block_is_redrawn_in_place() -> None:
+    terminal = FakeTerminal()
+    view = LiveView(terminal)  # type: ignore[arg-type]
+    view.show(["one", "Dürer"])
+    view.show(["three", "four", "five"])
+    first, second = terminal.written
+    assert first == "\rone\x1b[K\nD?rer\x1b[K\n\x1b[J"  # a title the terminal cannot encode does not stop it
+    assert second.startswith("\x1b[2F") and second.endswith("five\x1b[K\n\x1b[J")
 
 
 def test_hub_figures_are_read_from_the_stats_file(tmp_path: Path) -> None:
@@ -190,10 +280,50 @@ def test_hub_figures_are_read_from_the_stats_file(tmp_path: Path) -> None:
     assert read_hub_figures(path) is None
     path.write_text('{"stored_total": 3', encoding="utf-8")
     assert read_hub_figures(path) is None
-    path.write_text(json.dumps({"site_id": "demo", "updated_at": "2026-11-25T14:00:00.000Z", "connected": True,
-                                "stored_total": 3, "events_per_s": 1.5, "quarantined_total": 0,
-                                "devices_online": ["kiosk-01"]}), encoding="utf-8")
+    basic = {"site_id": "demo", "updated_at": "2026-11-25T14:00:00.000Z", "connected": True, "stored_total": 3,
+             "events_per_s": 1.5, "quarantined_total": 0, "devices_online": ["kiosk-01"]}
+    path.write_text(json.dumps(basic), encoding="utf-8")
     assert read_hub_figures(path) == HubFigures(3, 1.5, 0, ("kiosk-01",), True, WALL)
+    path.write_text(json.dumps({
+        **basic, "devices": [{"device_id": "kiosk-01", "kind": "kiosk", "state": "online", "last_seen": "x"}],
+        "activity_since": "2026-11-25T13:00:00.000Z",
+        "top_viewed": [{"artwork_id": "vermeer-milkmaid", "views": 4}], "views_by_language": {"fr": 3, "en": 1},
+        "occupancy": {"renaissance": {"count": 7, "at": "2026-11-25T13:59:00.000Z"}}}), encoding="utf-8")
+    assert read_hub_figures(path) == HubFigures(
+        3, 1.5, 0, ("kiosk-01",), True, WALL, devices=(DeviceState("kiosk-01", "online"),),
+        top_viewed=(("vermeer-milkmaid", 4),), views_by_language=(("fr", 3), ("en", 1)),
+        occupancy=(("renaissance", 7),), activity_since=WALL - timedelta(hours=1))
+
+
+def test_the_hubs_recent_activity_reads_a_bounded_window(tmp_path: Path) -> None:
+    store = HubStore(tmp_path / "hub.sqlite")
+    try:
+        three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+        old = dataclasses.replace(ArtworkViewed.create(
+            site_id="demo", device_id="kiosk-01", artwork_id="vermeer-milkmaid", source="kiosk", language="fr",
+            occurred_at=three_hours_ago), event_id=event_id_at(three_hours_ago))
+        views = [ArtworkViewed.create(site_id="demo", device_id="kiosk-01", artwork_id=f"work-{i % 3}",
+                                      source="kiosk", language="fr" if i % 4 else "en") for i in range(12)]
+        counts = [OccupancyCounted.create(site_id="demo", device_id="gateway-01", zone_id=zone, count=count,
+                                          window_s=60.0) for zone, count in (("hall", 4), ("hall", 9), ("cafe", 2))]
+        store.commit_group([event_record(e) for e in [old, *views, *counts]], [], [], WALL)
+        since = datetime.now(UTC) - timedelta(hours=1)
+        everything = store.recent_activity(since, 1000)
+        assert sum(n for *_, n in everything.views) == 12 and everything.events == 15  # the old view is not
+        assert sorted((zone, count) for zone, count, _ in everything.occupancy) == [("cafe", 2), ("hall", 9)]
+        newest = store.recent_activity(since, 5)
+        assert newest.events == 5 and sum(n for *_, n in newest.views) == 2
+        assert newest.oldest is not None and newest.oldest >= since
+    finally:
+        store.close()
+
+
+def test_the_closing_hint_works_as_typed_without_the_venv_on_the_path() -> None:
+    hint = museum_hint("hub", "stats", "--help")
+    result = subprocess.run(hint, shell=True, capture_output=True, text=True, timeout=30, check=False,
+                            env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, (hint, result.stderr)
+    assert "stats" in result.stdout
 
 
 def test_without_mosquitto_the_demo_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -320,13 +450,30 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
                             cwd=ROOT, timeout=90, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    figures = [match.groups() for match in FIGURES.finditer(result.stdout)]
-    assert len(figures) >= 14, output
-    last = figures[-1]
-    assert int(last[3]) > 0 and last[4] == "0" and last[6] == "8", output
-    assert any(match[5] == "8" for match in figures), "every device came online"
+    stored_figures = [int(match[1]) for match in HUB_LINE.finditer(result.stdout)]
+    assert len(stored_figures) >= 14, output
+    assert stored_figures[-1] > 0, output
+    assert REFUSED_LINE.findall(result.stdout)[-1] == "0", output
+    devices_online = DEVICES_LINE.findall(result.stdout)
+    assert devices_online[-1][1] == "8" and ("8", "8") in devices_online, "every device came online"
+    museum = load_sample_museum()
+    titles = {artwork.title["en"] for artwork in museum.artworks}
+    assert "Most viewed works" in output and any(title in output for title in titles), output
     assert_clean_shutdown(demo_site_dir, output)
     assert_museum_stored(demo_site_dir, full=True)
+
+    # The figures come from the hub's stats file, which holds what staff watch.
+    stats = json.loads((demo_site_dir / "hub" / "stats.json").read_text(encoding="utf-8"))
+    assert stats["top_viewed"] and {work["artwork_id"] for work in stats["top_viewed"]} <= {
+        artwork.artwork_id for artwork in museum.artworks}
+    assert stats["views_by_language"] and set(stats["views_by_language"]) <= set(museum.languages)
+    assert sum(stats["views_by_language"].values()) == sum(work["views"] for work in stats["top_viewed"]) or len(
+        stats["top_viewed"]) == 10
+    assert set(stats["occupancy"]) == set(museum.zone_ids)
+    assert all(isinstance(room["count"], int) for room in stats["occupancy"].values())
+    plan = plan_devices(museum, 3)
+    assert {(device["device_id"], device["state"]) for device in stats["devices"]} == {
+        (spec.device_id, "offline") for spec in plan}
 
 
 def read_lines(stream: object, into: queue.Queue[str]) -> None:
@@ -360,7 +507,7 @@ def test_sigint_stops_a_running_demo_cleanly(demo_site_dir: Path) -> None:
     try:
         started = time.monotonic()
         # Running, with events already stored, then interrupted ~8 s after it was launched.
-        storing = wait_for_line(lines, seen, lambda line: bool((m := FIGURES.search(line)) and int(m[4]) > 0), 30)
+        storing = wait_for_line(lines, seen, lambda line: bool((m := HUB_LINE.search(line)) and int(m[1]) > 0), 30)
         assert storing, "".join(seen)
         time.sleep(max(0.0, 8 - (time.monotonic() - started)))
         process.send_signal(signal.SIGINT)

@@ -116,6 +116,37 @@ def test_every_command_is_documented(path: str) -> None:
         f"`museum {path}` appears in neither README.md nor docs/*.md: document it (and link its page from README)")
 
 
+def commands_with_paths(group: click.Group, prefix: str = "museum") -> list[tuple[str, click.Command]]:
+    """The group itself and every command below it, hidden ones included, with the words that invoke them."""
+    found: list[tuple[str, click.Command]] = [(prefix, group)]
+    for name in sorted(group.commands):
+        command = group.commands[name]
+        if isinstance(command, click.Group):
+            found.extend(commands_with_paths(command, f"{prefix} {name}"))
+        else:
+            found.append((f"{prefix} {name}", command))
+    return found
+
+
+ALL_COMMANDS = commands_with_paths(main)
+
+
+@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[path for path, _ in ALL_COMMANDS])
+def test_every_command_and_option_has_help_text(path: str, command: click.Command) -> None:
+    assert (command.help or command.short_help or "").strip(), f"`{path}` has no help text (docstring or help=)"
+    silent = [parameter.opts[0] for parameter in command.params
+              if isinstance(parameter, click.Option) and not (parameter.help or "").strip()]
+    assert not silent, f"`{path} --help` says nothing about {', '.join(silent)}: give each option a help= text"
+
+
+def test_hub_run_help_and_docs_agree_on_what_verbose_logs() -> None:
+    hub_run = main.commands["hub"].commands["run"]  # type: ignore[attr-defined]
+    verbose = next(p for p in hub_run.params if isinstance(p, click.Option) and "--verbose" in p.opts)
+    page = " ".join((DOCS / "hub.md").read_text(encoding="utf-8").split())
+    assert " ".join((verbose.help or "").split()) in page, (
+        "docs/hub.md must say what `museum hub run -v` logs in the words of its --help")
+
+
 @pytest.mark.parametrize("page", doc_pages(), ids=lambda path: path.name)
 def test_every_doc_page_is_linked_from_the_readme(page: Path) -> None:
     targets = {(REPO / target.split("#", 1)[0]).resolve() for target in relative_links(README)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import stat
 import time
 
 import pytest
@@ -170,3 +171,24 @@ def test_checkpoints_happen_in_the_background_not_in_the_writers_commit(path):
     finally:
         checkpointer.close()
         writer.close()
+
+
+def test_an_outbox_left_readable_by_others_is_made_private_when_opened(tmp_path):
+    # As an older version left it: created under umask 022, the log and shared memory files beside it.
+    path = tmp_path / "old" / "outbox.sqlite"
+    path.parent.mkdir()
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE t (x)")
+    old.execute("INSERT INTO t VALUES (1)")
+    old.commit()
+    files = [path, path.with_name("outbox.sqlite-wal"), path.with_name("outbox.sqlite-shm")]
+    for file in files:
+        file.chmod(0o644)
+    outbox = Outbox(path)
+    try:
+        assert {file.name: stat.S_IMODE(file.stat().st_mode) for file in files} == dict.fromkeys(
+            (file.name for file in files), 0o600)
+    finally:
+        outbox.close()
+        old.close()

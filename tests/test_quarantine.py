@@ -24,7 +24,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,9 @@ from protocol.codec import MAX_MESSAGE_BYTES, decode_ack, dumps_strict, encode_b
 from protocol.codec import event_to_dict as wire_form
 from protocol.errors import ContractError
 from protocol.events import ArtworkViewed, Event, KioskSessionEnded, KioskSessionStarted
-from protocol.ids import utc_now
+from protocol.ids import event_id_at, utc_now
 from protocol.messages import Presence, Rejection
 from protocol.topics import DeviceChannel, acks_topic, device_topic, events_topic, status_topic
-
-ONE_MEBIBYTE = 1024 * 1024
 
 
 class DeviceLink:
@@ -151,11 +150,15 @@ def refused_by_id(data: dict[str, Any]) -> Sent:
     return Sent(dumps_strict(data), rejected_id=data["event_id"])
 
 
-def padded_event(link: DeviceLink) -> Sent:
-    # A valid event padded with whitespace: harmless JSON, but past the message limit, so never parsed.
-    payload = encode_event(link.event())[:-1] + b" " * ONE_MEBIBYTE + b"}"
-    assert MAX_MESSAGE_BYTES < len(payload) < MAX_PACKET_SIZE - 1024
-    return Sent(payload)
+def retimed(link: DeviceLink, *, strict: bool = False, **changes: Any) -> Sent:
+    """A valid event of this device claiming another time; `strict` writes it in a form the canonical scanner
+    leaves to the codec (a space after the opening brace)."""
+    event = replace(link.event(), **changes)
+    canonical = encode_event(event)
+    return Sent(b"{ " + canonical[1:] if strict else canonical, rejected_id=event.event_id, raw=canonical)
+
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 
 
 def with_nan(link: DeviceLink) -> Sent:
@@ -193,7 +196,18 @@ def presence_of_another(link: DeviceLink) -> Sent:
 
 CASES = [
     Hostile("garbage", "invalid_json", lambda link: Sent(b"\x00\x13 not json <<>> {]\x7f")),
-    Hostile("too-large", "too_large", padded_event),
+    # Exactly the message limit, which is also the broker's message_size_limit: delivered, and refused.
+    Hostile("at-the-limit", "invalid_json", lambda link: Sent(b"{" + b"?" * (MAX_MESSAGE_BYTES - 1))),
+    Hostile("occurred-2099", "time_out_of_range", lambda link: retimed(link, occurred_at=FAR_FUTURE)),
+    Hostile("occurred-2099-strict", "time_out_of_range",
+            lambda link: retimed(link, strict=True, occurred_at=FAR_FUTURE)),
+    Hostile("id-far-future", "time_out_of_range", lambda link: retimed(link, event_id=event_id_at(FAR_FUTURE))),
+    Hostile("id-1970", "time_out_of_range",
+            lambda link: retimed(link, event_id=event_id_at(datetime(1970, 1, 2, tzinfo=UTC)))),
+    Hostile("id-1970-strict", "time_out_of_range",
+            lambda link: retimed(link, strict=True, event_id=event_id_at(datetime(1970, 1, 2, tzinfo=UTC)))),
+    Hostile("occurred-36-days-ago", "time_out_of_range",
+            lambda link: retimed(link, occurred_at=utc_now() - timedelta(days=36))),
     Hostile("invalid-utf8", "invalid_utf8",
             lambda link: Sent(encode_event(link.event()).replace(b'"work-1"', b'"work-\xff\xfe1"'))),
     Hostile("deep-nesting", "nesting_too_deep", lambda link: Sent(b"[" * 100_000)),
@@ -448,3 +462,77 @@ def test_a_hub_restart_records_nothing_new_from_retained_status(make_site, make_
         wait_until(lambda: again.hub.rounds >= 1, 3)  # the replay, if any, has been committed
     assert devices(site)["kiosk-quiet"]["last_seen"] == seen
     assert len(quarantine(site)) == 1
+
+
+# --- what the broker refuses for the hub ----------------------------------------------------------------------
+
+def test_the_broker_drops_a_message_over_the_contract_limit(make_site, make_broker) -> None:
+    """Mosquitto's message_size_limit is the contract's MAX_MESSAGE_BYTES: a larger message never reaches the hub
+    (nor its memory). Mosquitto 2.0 drops it silently but still PUBACKs it and keeps the sender connected, so the
+    sender's next events go through; only a broken or hostile sender can make one."""
+    site = make_site()
+    config = device_config(site, "kiosk-oversize")
+    make_broker(site)
+    with HubThread(site) as running, DeviceLink(site, config) as link:
+        link.send_until_acked(link.event())
+        oversize = b"[" + b" " * MAX_MESSAGE_BYTES
+        assert len(oversize) < MAX_PACKET_SIZE - 1024
+        link.publish(oversize)  # PUBACKed
+        after = link.event()
+        link.publish(encode_event(after))
+        assert link.wait_for({after.event_id})
+        assert link.link.connected and link.link.connections == 1
+        assert running.hub.quarantined_total == 0
+    assert quarantine(site) == []
+
+
+# --- an event id is its device's -------------------------------------------------------------------------------
+
+def test_an_event_id_another_device_stored_is_refused_not_acked_as_committed(make_site, make_broker) -> None:
+    site = make_site()
+    first_config, second_config = device_config(site, "kiosk-first"), device_config(site, "kiosk-second")
+    make_broker(site)
+    with HubThread(site), DeviceLink(site, first_config) as first, DeviceLink(site, second_config) as second:
+        original = first.event()
+        first.send_until_acked(original)
+        second.send_until_acked(second.event())
+        copy = replace(second.event(), event_id=original.event_id)
+        second.publish(encode_event(copy))
+        assert second.wait_for((), {original.event_id})
+        first.publish(encode_event(original))  # the owner's resend is still committed
+        assert first.wait_acked_times(original.event_id, 2)
+    assert original.event_id not in second.committed
+    (rejection,) = second.rejections
+    assert rejection.reason.startswith("event_id_conflict: ")
+    with sqlite3.connect(hub_db(site)) as db:
+        assert db.execute("SELECT device_id FROM events WHERE event_id = ?", (original.event_id,)).fetchall() == [
+            ("kiosk-first",)]
+    (row,) = [row for row in quarantine(site) if row["code"] == "event_id_conflict"]
+    assert (row["device_id"], row["event_id"]) == ("kiosk-second", original.event_id)
+    assert row["raw"] == encode_event(copy)
+
+
+def test_two_devices_using_one_event_id_in_the_same_round(make_site, make_broker) -> None:
+    site = make_site()
+    first_config, second_config = device_config(site, "kiosk-one"), device_config(site, "kiosk-two")
+    make_broker(site)
+    with DeviceLink(site, first_config) as first, DeviceLink(site, second_config) as second:
+        hub = Hub(HubSettings(ClientConfig.load(site.hub_config), hub_db(site)))
+        try:
+            assert hub.link.wait_connected(10)
+            hub.link.poll(0.3)  # the broker takes the hub's subscriptions before anything is published
+            mine = first.event()
+            theirs = replace(second.event(), event_id=mine.event_id)
+            first.publish(encode_event(mine))
+            second.publish(encode_event(theirs))
+            delivered: list[Received] = []
+            assert wait_until(lambda: delivered.extend(hub.link.poll(0.05)) or len(delivered) >= 2, 10)
+            hub.process(delivered)  # one round, the first device's event first
+            hub.link.flush(10)
+            assert first.wait_for({mine.event_id})
+            assert second.wait_for((), {mine.event_id})
+        finally:
+            hub.link.close()
+            hub.store.close()
+    assert second.committed == []
+    assert stored_ids(site) == {mine.event_id} and stored_ids(site, "kiosk-one") == {mine.event_id}
