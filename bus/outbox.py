@@ -9,8 +9,8 @@ Bounds (explicit, documented in docs/devices.md): at most `max_events` rows and 
 `max_age_days`. When a bound is hit the *oldest* events are dropped (the newest describe the visit in
 progress) and counted in `dropped_total`, which the device reports in every heartbeat. The defaults (2,000,000
 events, 30 days) hold well over a week of a busy kiosk: at one event a second for twelve hours a day, a week
-is about 300,000 events, some 110 MB (about 375 bytes an event on disk for a 300-byte event; a full outbox is
-about 0.75 GB).
+is about 300,000 events, some 40 MB (rows are stored compressed: about 95 bytes an event on disk for a 275-byte
+event, 130 with a visit token; a full outbox is about 0.3 GB).
 
 The outbox holds visit tokens, so its files are readable by their owner only: the database is created 0600
 before SQLite opens it (SQLite gives the -wal, -shm and -journal files the database file's mode), its directory
@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,8 +41,95 @@ PAGE_SIZE = 1024
 
 
 def _pages(rows: int) -> int:
-    """About how many pages a commit of `rows` events writes to the log: a few events fill a 1 KiB page."""
-    return 1 + rows // 3
+    """About how many pages a commit of `rows` events writes to the log: some eight stored events fill a 1 KiB
+    page."""
+    return 1 + rows // 8
+
+
+# How a row is stored (see `_stored` and `_published`). Why: every append is its own commit, which writes whole
+# pages to the log, and a table used as a queue allocates and frees a page every few rows, rewriting the file
+# header, the free list and the root with it (four more pages). A kiosk's outbox holds a handful of events at a
+# time; stored small, they all stay in the table's root page, and an append or a delete writes that one page.
+# Measured (bench/writes.py, 20 events/s): 2.5 KB written per event as plain rows, 1.2 KB so.
+DEFLATED = 0x01
+"""First byte of a payload stored as raw deflate with `DICTIONARY`."""
+ID_DEFLATED = 0x02
+"""First byte of a payload that started with its own event_id: the id's 16 bytes follow, then the payload without
+the id, deflated with `DICTIONARY` (the id's hexadecimal does not compress: this is 18 bytes smaller). A payload
+written by an earlier version is the event's JSON as is, which starts with `{`."""
+
+DICTIONARY = (
+    b'"command_id":"","command":"","ok":true,"detail":"","pack_id":"","pack_version":"","items":'
+    b'"mode":"high_contrast","enabled":false,"channel":"kiosk_qr","entrance_qr","artwork_qr",'
+    b'"from_language":"","to_language":"","reason":"visitor","timeout","shutdown","duration_s":'
+    b'"zone_id":"","count":,"window_s":,"dwell_s":,"proximity.left","proximity.entered","occupancy.counted",'
+    b'"kind":"kiosk","gateway","qr_reader","software_version":"","uptime_s":,"outbox_pending":0,'
+    b'"outbox_dropped":0},"device.status","kiosk.session_started","kiosk.session_ended","artwork.collected",'
+    b'"language":"en","de","es","it","nl","source":"qr","proximity",'
+    b'{"event_id":"","type":"artwork.viewed","schema_version":1,"site_id":"","device_id":"",'
+    b'"occurred_at":"2026-01-01T00:00:00.000Z","visit_id":null,"artwork_id":"","source":"kiosk","language":"fr",'
+    b'"session_id":null}'
+)
+"""What events have in common, for deflate to refer to: an event of 270 bytes is stored in about 70. Never
+change it: rows written with it must stay readable (a new dictionary needs new marker bytes)."""
+
+_ID_PREFIX = b'{"event_id":"'
+_ID_AT = slice(len(_ID_PREFIX), len(_ID_PREFIX) + 36)
+
+# Copied for each payload rather than made anew, which would load the dictionary again each time. A 2 KiB window
+# reaches the whole dictionary from an event's first kilobyte; memLevel 4 keeps the copy small (the default, 8,
+# made storing an event cost ten times as much).
+_COMPRESSOR = zlib.compressobj(6, zlib.DEFLATED, -11, 4, zlib.Z_DEFAULT_STRATEGY, DICTIONARY)
+
+
+def _uuid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _id_bytes(event_id: str) -> bytes | None:
+    """The 16 bytes of a canonical (lowercase, hyphenated) UUID, or None for any other id."""
+    try:
+        raw = bytes.fromhex(event_id.replace("-", ""))
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 and _uuid_text(raw) == event_id else None
+
+
+_ID_MARKER = bytes((ID_DEFLATED,))
+_MARKER = bytes((DEFLATED,))
+
+
+def _stored(event_id: str, payload: bytes) -> tuple[str, bytes]:
+    """The row's event_id and payload, compressed. The id is left out of the row ('') when the payload starts with
+    it, as every event's canonical JSON does."""
+    compressor = _COMPRESSOR.copy()
+    if payload[_ID_AT] == event_id.encode() and payload.startswith(_ID_PREFIX) \
+            and (raw := _id_bytes(event_id)) is not None:
+        compressed = compressor.compress(payload[:_ID_AT.start]) + compressor.compress(payload[_ID_AT.stop:])
+        return "", b"".join((_ID_MARKER, raw, compressed, compressor.flush()))
+    return event_id, b"".join((_MARKER, compressor.compress(payload), compressor.flush()))
+
+
+def _inflate(data: bytes) -> bytes:
+    return zlib.decompressobj(-15, zdict=DICTIONARY).decompress(data)
+
+
+def _published(stored: bytes) -> bytes:
+    """The payload exactly as it was appended."""
+    kind = stored[0] if stored else None
+    if kind == ID_DEFLATED:
+        body = _inflate(stored[17:])
+        return body[:_ID_AT.start] + _uuid_text(stored[1:17]).encode() + body[_ID_AT.start:]
+    if kind == DEFLATED:
+        return _inflate(stored[1:])
+    return stored  # written by an earlier version
+
+
+def _row_id(event_id: str, payload: bytes) -> str:
+    if event_id or not payload.startswith(_ID_PREFIX):
+        return event_id
+    return payload[_ID_AT].decode()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -141,21 +229,22 @@ class Outbox:
 
     def append(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Commit events (id, encoded JSON) durably, in order. Returns once they survive a crash."""
-        now = time.time()
+        now = int(time.time())  # whole seconds: four bytes a row instead of eight, for a bound counted in days
+        rows = [_stored(event_id, payload) for event_id, payload in events]
         with self._lock:
             db = self._db
             first = self._last_seq + 1
             self._last_seq += len(events)
             if len(events) == 1 and self._pending < self.max_events:
                 # The common case, one event from a tap: a single autocommitted statement is its own transaction.
-                (event_id, payload), = events
-                self._pending += db.execute(_INSERT, (first, event_id, payload, now)).rowcount
+                (event_id, stored), = rows
+                self._pending += db.execute(_INSERT, (first, event_id, stored, now)).rowcount
                 self._checkpointer.wrote(1)
                 return
             db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = db.executemany(_INSERT, [(first + i, event_id, payload, now)
-                                                  for i, (event_id, payload) in enumerate(events)])
+                cursor = db.executemany(_INSERT, [(first + i, event_id, stored, now)
+                                                  for i, (event_id, stored) in enumerate(rows)])
                 self._pending += cursor.rowcount
                 if self._pending > self.max_events:
                     dropped = self._drop_locked("SELECT seq FROM outbox ORDER BY seq LIMIT ?",
@@ -193,10 +282,12 @@ class Outbox:
         with self._reader_lock:
             rows = self._reader.execute("SELECT seq, event_id, payload FROM outbox WHERE seq > ? ORDER BY seq "
                                         "LIMIT ?", (seq, limit)).fetchall()
-        sizes = list(accumulate(len(row[2]) + 1 for row in rows))
+        payloads = [_published(stored) for _, _, stored in rows]
+        sizes = list(accumulate(len(payload) + 1 for payload in payloads))
         if sizes and sizes[-1] > max_bytes:
             rows = rows[:max(1, bisect_right(sizes, max_bytes))]
-        return list(map(PendingEvent._make, rows))
+        return [PendingEvent(seq, _row_id(event_id, payload), payload)
+                for (seq, event_id, _), payload in zip(rows, payloads, strict=False)]
 
     def acknowledge(self, seqs: Iterable[int]) -> None:
         """Forget acknowledged events, by seq, in bulk: they stop counting as pending at once, and are deleted by
@@ -232,6 +323,13 @@ class Outbox:
             if ids:
                 removed += self._db.execute("DELETE FROM outbox WHERE event_id IN (SELECT value FROM json_each(?))",
                                             (json.dumps([event_id for (event_id,) in ids]),)).rowcount
+                # Rows stored with their id inside the payload: its 16 bytes follow the marker, so they are
+                # compared as they are, without inflating a row (an outbox may hold a backlog of millions).
+                wanted = {_ID_MARKER + raw for (event_id,) in ids if (raw := _id_bytes(event_id)) is not None}
+                found = [(seq,) for seq, head in self._db.execute("SELECT seq, substr(payload, 1, 17) FROM outbox "
+                                                                    "WHERE event_id = ''")
+                         if head in wanted]
+                removed += self._db.executemany("DELETE FROM outbox WHERE seq = ?", found).rowcount
             self._db.execute("COMMIT")
             self._checkpointer.wrote(_pages(removed))
             self._pending -= removed
@@ -251,7 +349,8 @@ class Outbox:
 
     def event_ids(self) -> set[str]:
         with self._lock:
-            return {row[0] for row in self._db.execute("SELECT event_id FROM outbox")}
+            return {_row_id(event_id, _published(stored))
+                    for event_id, stored in self._db.execute("SELECT event_id, payload FROM outbox")}
 
     def close(self) -> None:
         self.flush_acknowledged()

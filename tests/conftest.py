@@ -108,7 +108,7 @@ def make_broker() -> Iterator[Callable[[Site], MosquittoProcess]]:
     def make(site: Site) -> MosquittoProcess:
         process = MosquittoProcess.start(site)
         started.append(process)
-        process.wait_ready(10.0)
+        process.wait_ready(60.0)
         return process
 
     yield make

@@ -157,7 +157,7 @@ def test_broker_killed_mid_stream_and_restarted(site, broker, three_devices):
         assert burst.wait_paused() == 4200
         restarted = MosquittoProcess.start(site)
         try:
-            restarted.wait_ready(10)
+            restarted.wait_ready(60)
             burst.release()
             burst.__exit__()
             burst.drain(120)

@@ -35,7 +35,7 @@ class DrivenHub:
         self.site = site
         self.hub = Hub(HubSettings(ClientConfig.load(site.hub_config), site.hub_database, site.hub_stats_file,
                                    **settings))
-        assert self.hub.link.wait_connected(10)
+        assert self.hub.link.wait_connected(60)
         self.round_bytes: list[int] = []
 
     def run_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -49,9 +49,12 @@ class DrivenHub:
                 self.hub.process(messages)
         return True
 
-    def deliver(self, link: DeviceLink, event: Event) -> None:
-        """Publish like a device, again until acknowledged: the first one also waits for the hub's subscription."""
-        for _ in range(30):
+    def deliver(self, link: DeviceLink, event: Event, timeout: float = 60.0) -> None:
+        """Publish like a device, again until acknowledged: the first one also waits for the hub's subscription.
+        A copy goes every second of rounds (what is queued before it, a flood, may take longer than that on a slow
+        machine); copies are harmless, the hub stores an event once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             link.publish(encode_event(event))
             if self.run_until(lambda: link.receive() or event.event_id in link.committed, timeout=1.0):
                 return

@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import sqlite3
 import stat
+import threading
 import time
+from typing import Any
 
 import pytest
 from support import wait_until
@@ -13,6 +15,8 @@ from support import wait_until
 from bus.backoff import Backoff
 from bus.checkpointer import Checkpointer
 from bus.outbox import Outbox
+from protocol.codec import encode_event
+from protocol.events import ArtworkViewed
 from protocol.ids import new_event_id
 
 
@@ -151,22 +155,46 @@ def test_pending_after_keeps_to_the_byte_budget_but_always_returns_one(path):
     outbox.close()
 
 
+class GatedCheckpointer(Checkpointer):
+    """A Checkpointer whose background thread starts its work only when the test opens `gate`: until then no
+    wake-up can be consumed, so whether one is due can be read at any moment, whatever the machine's speed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.gate = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _run(self) -> None:
+        self.gate.wait()
+        super()._run()
+
+    def due(self) -> bool:
+        return self._wake.is_set()
+
+    def close(self) -> None:
+        self.gate.set()
+        super().close()
+
+
 def test_checkpoints_happen_in_the_background_not_in_the_writers_commit(path):
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, payload BLOB)")
-    checkpointer = Checkpointer(path, writer, every_pages=20)
+    checkpointer = GatedCheckpointer(path, writer, every_pages=20)
     try:
         assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 200, "the writer's is a safety net"
         size_before = path.stat().st_size
         for n in range(19):
             writer.execute("INSERT INTO t VALUES (?, ?)", (n, b"x" * 3000))  # one page each, at least
             checkpointer.wrote(1)
-        time.sleep(0.2)
-        assert checkpointer.checkpoints == 0 and path.stat().st_size == size_before, "not yet 20 pages"
+            assert not checkpointer.due(), f"a checkpoint asked for after {n + 1} pages, not yet 20"
+        # Nothing but the writer can have checkpointed so far: the file shows its commits did not.
+        assert path.stat().st_size == size_before, "the writer's commit checkpointed"
         writer.execute("INSERT INTO t VALUES (?, ?)", (19, b"x" * 3000))
         checkpointer.wrote(1)
-        assert wait_until(lambda: checkpointer.checkpoints == 1, 5)
+        assert checkpointer.due(), "20 pages written: a checkpoint is due"
+        checkpointer.gate.set()
+        assert wait_until(lambda: checkpointer.checkpoints == 1, 30)
+        assert not checkpointer.due()
         assert path.stat().st_size >= 20 * 3000, "the rows were copied from the log into the database file"
     finally:
         checkpointer.close()
@@ -192,3 +220,22 @@ def test_an_outbox_left_readable_by_others_is_made_private_when_opened(tmp_path)
     finally:
         outbox.close()
         old.close()
+
+
+def test_events_are_removed_by_id_however_they_are_stored(path):
+    # Canonical events keep their id inside the compressed payload; other payloads keep it in its own column. An
+    # ack for events an earlier process sent names them by id only: both kinds must be found.
+    canonical = [ArtworkViewed.create(site_id="s", device_id="d", artwork_id=f"w-{i}", source="kiosk",
+                                      language="fr") for i in range(6)]
+    other = events(3)
+    outbox = Outbox(path)
+    outbox.append([(event.event_id, encode_event(event)) for event in canonical] + other)
+    stored_ids = {row[0] for row in sqlite3.connect(path).execute("SELECT event_id FROM outbox")}
+    assert "" in stored_ids, "canonical events are stored with their id inside the payload"
+    gone = [canonical[0].event_id, canonical[4].event_id, other[1][0], new_event_id()]
+    assert outbox.remove(gone) == 3
+    assert outbox.event_ids() == ({event.event_id for event in canonical} | {event_id for event_id, _ in other}) \
+        - set(gone)
+    rows = outbox.pending_after(0, limit=100, max_bytes=1_000_000)
+    assert [row.payload for row in rows if row.event_id == canonical[1].event_id] == [encode_event(canonical[1])]
+    outbox.close()
