@@ -383,6 +383,7 @@ class Hub:
                  self.settings.db_path)
         settings = self.settings
         next_stats = next_purge = next_certificate_check = time.monotonic()
+        stats_failing = False
         # Said once per outage at the default level, and again when the broker answers: not once per attempt.
         outage_since: float | None = None
         try:
@@ -413,10 +414,13 @@ class Hub:
                     next_stats = now + settings.stats_interval_s
                     try:
                         self.write_stats_file(settings.stats_file)
+                        stats_failing = False
                     except OSError as error:  # a full disk: the hub carries on, the file is stale meanwhile
-                        if self.storage_error is None:
-                            self.storage_error = f"cannot write {settings.stats_file}: {error}"
-                            log.error("hub: %s", self.storage_error)
+                        # Said once per outage, and kept apart from storage_error: events may still be stored.
+                        if not stats_failing:
+                            log.error("hub: cannot write %s: %s; its figures are stale until it can",
+                                      settings.stats_file, error)
+                        stats_failing = True
         finally:
             self.link.flush(2.0)
             self.link.close()

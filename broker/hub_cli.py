@@ -83,7 +83,7 @@ VERBOSE_HELP = ("Also log at INFO level: the settings at start, every connection
 @click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False),
               help="The hub database (default: <site>/hub/hub.sqlite).")
 @click.option("--retention-days", type=click.FloatRange(min=1), default=90.0, show_default=True,
-              help="Delete events this many days after they occurred.")
+              help="Delete events this many days after they occurred, or after the hub received them if sooner.")
 @click.option("--quarantine-retention-days", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Delete quarantined input this many days after it arrived.")
 @click.option("--past-tolerance-days", type=click.FloatRange(min=1), default=PAST_TOLERANCE_DAYS, show_default=True,
