@@ -85,7 +85,8 @@ class DeliveryTuning:
     # costs the hub a synced commit (three to six 4 KiB blocks of its disk) and the device a delete: at 20
     # events/s the hub wrote 11.4 KB per event with one event per message, 4.5 KB with four, 3.1 KB with eight
     # (bench/writes.py). A busy device gathers eight within milliseconds (at 1,000 events/s p99 latency went from
-    # about 3 to 10 ms, the target being 20); a quiet one delays an event by up to gather_s.
+    # about 3 to 10 ms, the target being 20); a quiet one delays an event by up to gather_s. Events that waited
+    # behind a message in flight have been gathered by that wait: they go as soon as the window has room.
     gather_events: int = 8
     gather_s: float = 0.5
 
@@ -163,6 +164,9 @@ class DeviceClient:
         self._idle = False
         # Gathering: when the worker first saw the unsent events it holds back, and when it must send them anyway.
         self._unsent_since: float | None = None
+        # Set when unsent events were waiting behind a message in flight: events come faster than the hub's round
+        # trip, so the device is busy, and the next message goes as soon as the window has room (no gathering).
+        self._arrived_in_flight = False
         self._gather_until: float | None = None
         self._messages_sent = self._events_sent = self._events_acked = self._resends = self._invalid = 0
 
@@ -372,10 +376,12 @@ class DeviceClient:
                 # a backlog still streams with the window full.
                 if self._unsent_since is None:
                     self._unsent_since = time.monotonic()
+                self._arrived_in_flight = True
                 return
             if not link.publish(self._events_topic, payload, qos=1):
                 return
             self._unsent_since = None
+            self._arrived_in_flight = False
             self._batch_no += 1
             self._in_flight[self._batch_no] = _InFlight(time.monotonic(), len(rows))
             batch_no = self._batch_no
@@ -407,7 +413,7 @@ class DeviceClient:
             self._unsent_since = None
             return True
         tuning = self.tuning
-        if self._in_flight or len(rows) >= min(tuning.gather_events, limit) \
+        if self._in_flight or self._arrived_in_flight or len(rows) >= min(tuning.gather_events, limit) \
                 or sum(len(row.payload) for row in rows) >= tuning.batch_max_bytes // 2:
             return False
         now = time.monotonic()

@@ -148,6 +148,10 @@ class MqttLink:
         self.last_error: str | None = None
         self.last_disconnect: str | None = None
         self.connections = 0
+        self.subscribed = False
+        """Whether the broker has confirmed (SUBACK) this connection's subscriptions: messages others publish
+        from then on reach this client. A persistent session keeps them across reconnections."""
+        self._subscribe_mid: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -182,9 +186,13 @@ class MqttLink:
         if self._liveness is not None:
             self._liveness.connected(time.monotonic())
         if self._subscriptions:
-            client.subscribe(self._subscriptions)
+            self._subscribe_mid = client.subscribe(self._subscriptions)[1]
         if self._on_connected is not None:
             self._on_connected()
+
+    def _cb_subscribe(self, client: paho.Client, _userdata: Any, mid: int, _reasons: Any, _props: Any) -> None:
+        if client is self._client and mid == self._subscribe_mid:
+            self.subscribed = True
 
     def _cb_disconnect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if client is self._client and self._lost is None:
@@ -219,7 +227,9 @@ class MqttLink:
         client.on_disconnect = self._cb_disconnect
         client.on_message = self._cb_message
         client.on_publish = self._cb_publish
+        client.on_subscribe = self._cb_subscribe
         self._client = client
+        self.subscribed = False
         self._lost = None
         self._unacked.clear()
         try:

@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from support import wait_until
+
 from broker.hub import Hub, HubSettings
 from broker.site import Site, enroll_device
 from bus.config import ClientConfig
@@ -82,6 +84,12 @@ class HubThread:
 
     def __enter__(self) -> HubThread:
         self.thread.start()
+        # A known point: from the broker's SUBACK on, every device's events reach the hub's session. Before it, a
+        # fresh site's broker has no session for the hub, and drops what devices publish (they resend only after
+        # ack_timeout_s, which some tests set out of reach).
+        if not wait_until(lambda: self.hub.link.subscribed, 60):
+            self.__exit__()
+            raise AssertionError("the hub never subscribed")
         return self
 
     def __exit__(self, *_: object) -> None:

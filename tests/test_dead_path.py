@@ -174,14 +174,17 @@ def test_a_large_batch_crawling_over_a_slow_link_is_not_taken_for_a_dead_path(si
     # 50 KB/s up: a batch of 256 KiB takes about 5 s to cross, more than twice reply_timeout_s. Its PUBACK comes
     # late, but the broker's TCP keeps acknowledging our bytes meanwhile. The hub's acks wait behind all 540 KB
     # (about 11 s), close to the default ack timeout (10 s): whether it fired, and how many messages its resends
-    # added, would depend on the machine. It is not under test here, so it is set out of reach.
-    with SilentProxy(site.plain_loopback_port, upload_bytes_per_s=50_000) as proxy:
+    # added, would depend on the machine. It is not under test here, so it is set out of reach, and the hub's
+    # session is known to be subscribed (an event has gone through it) before the backlog is emitted: a message
+    # published before that would be dropped by the broker and, with no ack timeout, never sent again.
+    with SilentProxy(site.plain_loopback_port, upload_bytes_per_s=50_000) as proxy, HubThread(site):
         client = _device(site, proxy, "kiosk-slow", replace(TUNING, ack_timeout_s=600.0))
         try:
             assert wait_until(lambda: client.stats().connected, 30), client.stats()
-            sent = _views(client, 1800)  # about 540 KB: two full batches and some
-            with HubThread(site):
-                assert client.wait_drained(120), client.stats()
+            warm_up = _views(client, 1)
+            assert wait_until(lambda: warm_up <= stored_ids(site, "kiosk-slow"), 60), client.stats()
+            sent = warm_up | _views(client, 1800)  # about 540 KB: two full batches and some
+            assert client.wait_drained(120), client.stats()
             stats = client.stats()
             assert stats.disconnects == 0, stats
             assert stats.messages_sent < 10, "the backlog went in large batches, as intended"

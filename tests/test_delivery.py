@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from dataclasses import replace
 from typing import Any
 
-from harness import HubThread, device_config, devices, start_device, stored_ids, stored_types
+from harness import HubProcess, HubThread, device_config, devices, start_device, stored_ids, stored_types
 from support import wait_until
 
 from bus.config import ClientConfig
@@ -198,3 +199,33 @@ def test_a_device_writes_its_outbox_readable_by_itself_only(site, broker):
                 client.stop()
     finally:
         os.umask(previous)
+
+
+def test_events_that_waited_behind_a_message_in_flight_are_not_gathered_again(site, broker):
+    # Gathering holds back a few events when the device is quiet. Events that queued behind a message in flight
+    # have waited already: once its ack comes they go at once, even with a gathering time out of reach (600 s).
+    tuning = DeliveryTuning(gather_events=100, gather_s=600, ack_timeout_s=600)
+    config = replace(device_config(site, "kiosk-busy"), heartbeat_s=3600.0)
+    hub = HubProcess(site).start()
+    client = DeviceClient(config, tuning=tuning)
+    seen = watch_the_worker(client)
+    try:
+        # Another device, resending as usual until its event is stored, shows the hub's session is subscribed.
+        warm_up = start_device(site, "kiosk-warm", DeliveryTuning(ack_timeout_s=2.0))
+        try:
+            shown = _views(warm_up, 1)
+            assert wait_until(lambda: shown <= stored_ids(site, "kiosk-warm"), 60), warm_up.stats()
+        finally:
+            warm_up.stop()
+        client.start()
+        hub.signal(signal.SIGSTOP)  # a known point: from now on no ack comes until SIGCONT
+        first = _views(client, 100)
+        assert wait_until(lambda: client.stats().in_flight_messages == 1, 60), client.stats()
+        behind = _views(client, 1)
+        # The worker has looked at the one event while the message was in flight, and finished that pass.
+        assert wait_until(lambda: a_pass_ended_after_a_look_at(seen, 1), 60), seen
+        hub.signal(signal.SIGCONT)
+        assert wait_until(lambda: first | behind <= stored_ids(site, "kiosk-busy"), 60), client.stats()
+    finally:
+        hub.stop()
+        client.stop()
