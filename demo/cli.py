@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import click
 
 from bus.config import ClientConfig
+from content.model import Museum, load_museum
+from content.sample import load_sample_museum
 from demo.launcher import DEFAULT_KIOSKS, DEFAULT_SEED, DEFAULT_SPEED, DemoError, plan_devices, run_demo
-from demo.museum_content import Museum, load_museum, load_sample_museum
 from demo.simulated_device import MAX_SPEED, SimulatedKind, Simulation, StopFlag, check_config, run_device
 from demo.simulation import VISITORS_PER_HOUR
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from demo.museum_content import Museum
+from content.model import Museum
 from protocol.ids import parse_instant
 
 STALE_FIGURES_S = 3.0

@@ -35,8 +35,9 @@ from typing import IO
 
 from broker.processes import accepts, free_ports, runs_with_argument
 from broker.site import SiteLayout
+from content.model import Museum
+from content.sample import load_sample_museum
 from demo.dashboard import LiveView, dashboard_lines, read_hub_figures
-from demo.museum_content import Museum, load_sample_museum
 from demo.simulated_device import StopFlag
 
 SITE_ID = "demo"

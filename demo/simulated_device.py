@@ -21,7 +21,7 @@ from typing import Literal
 
 from bus.config import ClientConfig
 from bus.device import DeviceClient
-from demo.museum_content import Museum
+from content.model import Museum
 from demo.simulation import VISITORS_PER_HOUR, gateway_events, kiosk_events
 from protocol.events import Event
 from protocol.ids import new_event_id, utc_now

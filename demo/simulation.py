@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from demo.museum_content import Artwork, Museum
+from content.model import Artwork, Museum
 from protocol.events import (
     AccessibilityModeChanged,
     ArtworkCollected,

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import click
 
-ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "demo.cli", "protocol.cli")
+ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "content.cli", "demo.cli", "protocol.cli")
 
 OPTIONAL_MODULES = {
     "sqlite_utils": "hub",
@@ -25,6 +25,7 @@ may be missing: a role whose extra is not installed (a kiosk has no hub) has no 
 ROLE_DESCRIPTIONS = {
     "broker.cli": "site, device and broker commands",
     "broker.hub_cli": "hub commands",
+    "content.cli": "content pack commands",
     "demo.cli": "demo and simulate commands",
     "protocol.cli": "docs commands",
 }

@@ -23,11 +23,11 @@ import pytest
 from harness import ROOT
 
 from broker.hub_store import HubStore
-from broker.site import Site, enroll_device
+from broker.site import Site, SiteLayout, enroll_device
+from content.sample import load_sample_museum
 from demo import launcher as demo_module
 from demo.dashboard import DeviceState, HubFigures, LiveView, dashboard_lines, read_hub_figures
 from demo.launcher import DemoError, museum_hint, plan_devices, prepare_site_dir
-from demo.museum_content import load_sample_museum
 from demo.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
 from demo.simulation import kiosk_events
 from protocol.canonical import event_record
@@ -415,7 +415,7 @@ def assert_clean_shutdown(site_dir: Path, output: str) -> None:
 
 def stored(site_dir: Path) -> tuple[dict[str, set[str]], int, dict[str, str]]:
     """device → types of its stored events, quarantined rows, device → state."""
-    with sqlite3.connect(site_dir / "hub" / "hub.sqlite") as db:
+    with sqlite3.connect(SiteLayout(site_dir).hub_database) as db:
         by_device: dict[str, set[str]] = {}
         for device_id, kind in db.execute("SELECT DISTINCT device_id, type FROM events"):
             by_device.setdefault(device_id, set()).add(kind)
@@ -463,7 +463,7 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
     assert_museum_stored(demo_site_dir, full=True)
 
     # The figures come from the hub's stats file, which holds what staff watch.
-    stats = json.loads((demo_site_dir / "hub" / "stats.json").read_text(encoding="utf-8"))
+    stats = json.loads(SiteLayout(demo_site_dir).hub_stats_file.read_text(encoding="utf-8"))
     assert stats["top_viewed"] and {work["artwork_id"] for work in stats["top_viewed"]} <= {
         artwork.artwork_id for artwork in museum.artworks}
     assert stats["views_by_language"] and set(stats["views_by_language"]) <= set(museum.languages)

@@ -16,14 +16,8 @@ from typing import Any
 
 import pytest
 
-from demo.museum_content import (
-    SAMPLE_MUSEUM_PATH,
-    Museum,
-    load_museum,
-    load_sample_museum,
-    museum_to_dict,
-    parse_museum,
-)
+from content.model import Museum, load_museum, museum_to_dict, parse_museum
+from content.sample import SAMPLE_MUSEUM_PATH, load_sample_museum
 from demo.simulation import (
     Visitor,
     gateway_events,

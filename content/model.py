@@ -1,38 +1,46 @@
-"""A museum's content as the platform sees it: its rooms (zones) and artworks, with texts in every language.
+"""The content model every role reads: a museum's rooms and artworks, texts in every language, media per work.
 
-A museum file is one UTF-8 JSON object; `demo/sample_museum/museum.json` is the reference example:
+A museum file is one UTF-8 JSON object; `content/sample_museum/museum.json` is the reference example:
 
-    {"site_id": "demo", "name": {"fr": …, "en": …}, "languages": ["fr", "en"],
+    {"site_id": "demo", "pack_id": "demo-museum", "pack_version": 1,
+     "name": {"fr": …, "en": …}, "languages": ["fr", "en"],
      "rooms": [{"zone_id": "impressionnisme", "name": {"fr": …, "en": …}, "capacity": 60}, …],
      "artworks": [{"artwork_id": "monet-impression-sunrise", "zone_id": "impressionnisme",
                    "artist": "Claude Monet", "year": "1872", "title": {"fr": …, "en": …},
-                   "text": {"fr": …, "en": …}, "accessibility": {"lsf_video": true}, "popularity": 8}, …]}
+                   "text": {"fr": …, "en": …}, "accessibility": {"lsf_video": true}, "popularity": 8,
+                   "media": {"image": {"file": "media/monet.png", "alt": {"fr": …, "en": …}},
+                             "audio": {"fr": "media/monet.fr.ogg"},
+                             "lsf": {"video": "media/monet-lsf.mp4", "captions": "media/monet-lsf.vtt"}}}, …]}
 
-Curators edit these files by hand, so loading checks everything and the ValueError names the exact place of
-the first problem (`artworks[3] (vermeer-milkmaid): text has no 'en' version`) rather than failing later on a
-kiosk.
+`media` and each of its parts are optional. This module checks the JSON only; whether the media files exist and
+are what they claim is `content.source`'s job. Curators edit these files by hand, so loading checks everything
+and the ValueError names the exact place of the first problem (`artworks[3] (vermeer-milkmaid): text has no 'en'
+version`) rather than failing later on a kiosk.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from protocol.fields import IDENTIFIER, LANGUAGE
 
-SAMPLE_MUSEUM_PATH = Path(__file__).parent / "sample_museum" / "museum.json"
-SAMPLE_MIN_ROOMS = 3
-SAMPLE_MIN_ARTWORKS = 20
 MIN_POPULARITY = 1
 MAX_POPULARITY = 10
+MEDIA_DIR = "media"
+"""Every media path is relative to the content folder and lies under this folder (the pack keeps the layout)."""
 
-_MUSEUM_KEYS = ("site_id", "name", "languages", "rooms", "artworks")
+_MUSEUM_KEYS = ("site_id", "name", "languages", "rooms", "artworks", "pack_id", "pack_version")
 _ROOM_KEYS = ("zone_id", "name", "capacity")
 _ARTWORK_KEYS = ("artwork_id", "zone_id", "artist", "year", "title", "text", "accessibility", "popularity")
+_OPTIONAL_ARTWORK_KEYS = ("media",)
 _ACCESSIBILITY_KEYS = ("lsf_video",)
+_MEDIA_KEYS = ("image", "audio", "lsf")
+_IMAGE_KEYS = ("file", "alt")
+_LSF_KEYS = ("video", "captions")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,52 @@ class Room:
 
 
 @dataclass(frozen=True)
+class Image:
+    file: str
+    alt: Localized
+    """What the image shows, for screen readers and the audio-description mode, in every pack language."""
+
+
+@dataclass(frozen=True)
+class LsfVideo:
+    """A French Sign Language video and its WebVTT captions."""
+
+    video: str
+    captions: str
+
+
+@dataclass(frozen=True)
+class Media:
+    """A work's media files, as paths relative to the content folder; every part is optional."""
+
+    image: Image | None = None
+    audio: tuple[tuple[str, str], ...] = ()
+    """(language, file) for each language that has an audio description, in the pack's language order."""
+    lsf: LsfVideo | None = None
+
+    def files(self) -> tuple[tuple[str, str, str], ...]:
+        """(place under `media.`, kind, path) of every file: the kind is image, audio, video or captions."""
+        found: list[tuple[str, str, str]] = []
+        if self.image is not None:
+            found.append(("image.file", "image", self.image.file))
+        found.extend((f"audio.{lang}", "audio", path) for lang, path in self.audio)
+        if self.lsf is not None:
+            found.append(("lsf.video", "video", self.lsf.video))
+            found.append(("lsf.captions", "captions", self.lsf.captions))
+        return tuple(found)
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if self.image is not None:
+            result["image"] = {"file": self.image.file, "alt": self.image.alt.as_dict()}
+        if self.audio:
+            result["audio"] = dict(self.audio)
+        if self.lsf is not None:
+            result["lsf"] = {"video": self.lsf.video, "captions": self.lsf.captions}
+        return result
+
+
+@dataclass(frozen=True)
 class Artwork:
     artwork_id: str
     zone_id: str
@@ -79,11 +133,16 @@ class Artwork:
     lsf_video: bool
     popularity: int
     """Relative interest, 1 (rarely looked at) to 10 (the work people come for); drives the simulator."""
+    media: Media = field(default_factory=Media)
 
 
 @dataclass(frozen=True)
 class Museum:
+    """One content pack's worth of museum: what a kiosk shows, identified by pack_id and pack_version."""
+
     site_id: str
+    pack_id: str
+    pack_version: int
     name: Localized
     languages: tuple[str, ...]
     rooms: tuple[Room, ...]
@@ -111,11 +170,6 @@ class Museum:
 
 # --- loading ----------------------------------------------------------------------------------------------
 
-def load_sample_museum() -> Museum:
-    """The demo museum shipped with the platform (5 rooms, 26 public-domain works, French and English)."""
-    return load_museum(SAMPLE_MUSEUM_PATH, min_rooms=SAMPLE_MIN_ROOMS, min_artworks=SAMPLE_MIN_ARTWORKS)
-
-
 def load_museum(path: str | Path, *, min_rooms: int = 1, min_artworks: int = 1) -> Museum:
     """Read and validate a museum file; ValueError starting with the path says what is wrong and where."""
     path = Path(path)
@@ -129,6 +183,11 @@ def parse_museum(data: Any, *, min_rooms: int = 1, min_artworks: int = 1) -> Mus
     """Validate an already parsed museum object (see the module docstring for the format)."""
     top = _object(data, "the museum file", _MUSEUM_KEYS)
     site_id = _identifier(top["site_id"], "site_id")
+    pack_id = _identifier(top["pack_id"], "pack_id")
+    pack_version = top["pack_version"]
+    if isinstance(pack_version, bool) or not isinstance(pack_version, int) or not 1 <= pack_version < 2**31:
+        raise ValueError(f"pack_version must be a whole number from 1 (raise it for each new pack), "
+                         f"got {_show(pack_version)}")
     languages = _languages(top["languages"])
     name = _localized(top["name"], "name", languages)
 
@@ -143,22 +202,32 @@ def parse_museum(data: Any, *, min_rooms: int = 1, min_artworks: int = 1) -> Mus
     _unique((artwork.artwork_id for artwork in artworks), "artworks", "artwork_id")
     if len(artworks) < min_artworks:
         raise ValueError(f"artworks: {len(artworks)} artwork(s), at least {min_artworks} required")
-    return Museum(site_id, name, languages, rooms, artworks)
+    return Museum(site_id, pack_id, pack_version, name, languages, rooms, artworks)
 
 
 def museum_to_dict(museum: Museum) -> dict[str, Any]:
     """The file form of a museum: `parse_museum(museum_to_dict(m)) == m`."""
     return {
         "site_id": museum.site_id,
+        "pack_id": museum.pack_id,
+        "pack_version": museum.pack_version,
         "name": museum.name.as_dict(),
         "languages": list(museum.languages),
         "rooms": [{"zone_id": room.zone_id, "name": room.name.as_dict(), "capacity": room.capacity}
                   for room in museum.rooms],
-        "artworks": [{"artwork_id": a.artwork_id, "zone_id": a.zone_id, "artist": a.artist, "year": a.year,
-                      "title": a.title.as_dict(), "text": a.text.as_dict(),
-                      "accessibility": {"lsf_video": a.lsf_video}, "popularity": a.popularity}
-                     for a in museum.artworks],
+        "artworks": [_artwork_to_dict(a) for a in museum.artworks],
     }
+
+
+def _artwork_to_dict(artwork: Artwork) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "artwork_id": artwork.artwork_id, "zone_id": artwork.zone_id, "artist": artwork.artist,
+        "year": artwork.year, "title": artwork.title.as_dict(), "text": artwork.text.as_dict(),
+        "accessibility": {"lsf_video": artwork.lsf_video}, "popularity": artwork.popularity}
+    media = artwork.media.as_dict()
+    if media:
+        result["media"] = media
+    return result
 
 
 # --- validation helpers -----------------------------------------------------------------------------------
@@ -168,6 +237,11 @@ def _read_json(path: Path) -> Any:
         raw = path.read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read the file: {error.strerror or error}") from None
+    return decode_json(raw)
+
+
+def decode_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN; ValueError says where it goes wrong."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -192,15 +266,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _object(value: Any, where: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
+def _object(value: Any, where: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{where} must be a JSON object, got {_json_type(value)}")
     missing = [key for key in keys if key not in value]
     if missing:
         raise ValueError(f"{where} lacks {', '.join(missing)}")
-    unknown = sorted(set(value) - set(keys))
+    unknown = sorted(set(value) - set(keys) - set(optional))
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(keys)})")
+        raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)} "
+                         f"(allowed: {', '.join(keys + optional)})")
     return value
 
 
@@ -259,7 +334,7 @@ def _room(value: Any, where: str, languages: tuple[str, ...]) -> Room:
 
 
 def _artwork(value: Any, where: str, languages: tuple[str, ...], zone_ids: set[str]) -> Artwork:
-    obj = _object(value, where, _ARTWORK_KEYS)
+    obj = _object(value, where, _ARTWORK_KEYS, _OPTIONAL_ARTWORK_KEYS)
     artwork_id = _identifier(obj["artwork_id"], f"{where}.artwork_id")
     where = f"{where} ({artwork_id})"
     zone_id = _identifier(obj["zone_id"], f"{where}: zone_id")
@@ -284,7 +359,42 @@ def _artwork(value: Any, where: str, languages: tuple[str, ...], zone_ids: set[s
         text=_localized(obj["text"], f"{where}: text", languages),
         lsf_video=lsf_video,
         popularity=popularity,
+        media=_media(obj["media"], f"{where}: media", languages) if "media" in obj else Media(),
     )
+
+
+def _media(value: Any, where: str, languages: tuple[str, ...]) -> Media:
+    obj = _object(value, where, (), _MEDIA_KEYS)
+    image = None
+    if "image" in obj:
+        image_obj = _object(obj["image"], f"{where}.image", _IMAGE_KEYS)
+        image = Image(_media_path(image_obj["file"], f"{where}.image.file"),
+                      _localized(image_obj["alt"], f"{where}.image.alt", languages))
+    audio: tuple[tuple[str, str], ...] = ()
+    if "audio" in obj:
+        audio_obj = _object(obj["audio"], f"{where}.audio", (), languages)
+        audio = tuple((lang, _media_path(audio_obj[lang], f"{where}.audio.{lang}"))
+                      for lang in languages if lang in audio_obj)
+    lsf = None
+    if "lsf" in obj:
+        lsf_obj = _object(obj["lsf"], f"{where}.lsf", _LSF_KEYS)
+        lsf = LsfVideo(_media_path(lsf_obj["video"], f"{where}.lsf.video"),
+                       _media_path(lsf_obj["captions"], f"{where}.lsf.captions"))
+    return Media(image, audio, lsf)
+
+
+def _media_path(value: Any, where: str) -> str:
+    """A path that cannot leave the content folder however it is joined: relative, '/'-separated, no '..'."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where} must be a file path such as {MEDIA_DIR}/work.png, got {_show(value)}")
+    parts = value.split("/")
+    if (value.startswith("/") or "\\" in value or ":" in value or any(ord(c) < 32 for c in value)
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ValueError(f"{where}: {value!r} must be a plain relative path inside {MEDIA_DIR}/ "
+                         f"(no '..', no absolute path, no backslash)")
+    if parts[0] != MEDIA_DIR or len(parts) < 2:
+        raise ValueError(f"{where}: {value!r} must lie in the {MEDIA_DIR}/ folder beside museum.json")
+    return value
 
 
 def _unique(values: Iterable[str], where: str, what: str) -> None:
