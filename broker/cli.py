@@ -1,8 +1,10 @@
-"""`museum site …`, `museum device …`, `museum broker …`: the site's broker, from the command line."""
+"""`museum site …`, `museum device …`, `museum broker …`, `museum content publish|serve`: the site's broker and
+pack server, from the command line."""
 
 from __future__ import annotations
 
 import signal
+import ssl
 import threading
 from pathlib import Path
 from types import FrameType
@@ -11,7 +13,17 @@ from typing import Any
 import click
 
 from broker.mosquitto import LOG_KEEP, LOG_MAX_BYTES, MosquittoError, MosquittoProcess, log_tail, running_pid
-from broker.site import Site, certificate_warnings, enroll_device, init_site, load_site, renew_server_certificate
+from broker.packs import PublishError, publish_pack
+from broker.site import (
+    DEFAULT_CONTENT_PORT,
+    Site,
+    certificate_warnings,
+    enroll_device,
+    init_site,
+    load_site,
+    renew_server_certificate,
+)
+from content.cli import content
 from protocol.events import DEVICE_KINDS
 
 # Not `exists=True`: click would answer a wrong directory with a usage screen; load_site says, in one line, what
@@ -41,12 +53,15 @@ def site() -> None:
               help="Extra name or address of the broker for its certificate; the first is what devices use.")
 @click.option("--plain-loopback-port", type=click.IntRange(1, 65535), default=None,
               help="Also listen without TLS on 127.0.0.1 (demo and tests only).")
+@click.option("--content-port", type=click.IntRange(1, 65535), default=DEFAULT_CONTENT_PORT, show_default=True,
+              help="Port of `museum content serve`, the HTTPS pack server devices fetch content from.")
 def init(directory: Path, site_id: str, tls_port: int, bind: str, hostnames: tuple[str, ...],
-         plain_loopback_port: int | None) -> None:
+         plain_loopback_port: int | None, content_port: int) -> None:
     """Create a new site in DIRECTORY (which must not exist or be empty)."""
     try:
         created = init_site(directory, site_id, tls_port=tls_port, bind=bind,
-                            plain_loopback_port=plain_loopback_port, hostnames=hostnames)
+                            plain_loopback_port=plain_loopback_port, hostnames=hostnames,
+                            content_port=content_port)
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Created site {created.site_id!r} in {created.root}")
@@ -177,6 +192,62 @@ def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
 def _restore(previous: dict[signal.Signals, Any]) -> None:
     for number, handler in previous.items():
         signal.signal(number, handler)
+
+
+# Publishing and serving belong to the site server, so they live here, in the `museum content` group that
+# content.cli (the building side, which every machine has) defines.
+@content.command("publish")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.5, 300), default=15.0, show_default=True,
+              help="Seconds to wait for the broker to confirm the announcement.")
+def publish(pack: Path, site_dir: Path, timeout_s: float) -> None:
+    """Verify PACK, store it in the site's packs folder and announce it (retained) to every device."""
+    loaded = _load(site_dir)
+    try:
+        published = publish_pack(loaded, pack, timeout_s=timeout_s)
+    except PublishError as error:
+        raise click.ClickException(str(error)) from None
+    announcement = published.announcement
+    click.echo(f"Published pack {announcement.pack_id} version {announcement.pack_version} "
+               f"({announcement.size} bytes, sha256 {announcement.sha256[:12]}…) as {published.path}")
+    click.echo(f"  announced on the broker; devices fetch {announcement.url}")
+    for old in published.removed:
+        click.echo(f"  removed the older pack {old.name}")
+
+
+@content.command("serve")
+@click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (default: content_port of site.toml, 8443).")
+@click.option("--bind", default=None, help="Address to listen on (default: the broker's, bind of site.toml).")
+def serve(site_dir: Path, port: int | None, bind: str | None) -> None:
+    """Serve the site's published packs over HTTPS until SIGTERM or Ctrl-C."""
+    from broker.pack_server import PackServer
+
+    loaded = _load(site_dir)
+    host, port = bind or loaded.bind, port or loaded.content_port
+    try:
+        loaded.packs_dir.mkdir(parents=True, exist_ok=True)
+        server = PackServer(loaded.packs_dir, loaded.server_cert, loaded.server_key, host, port)
+    except (OSError, ssl.SSLError) as error:
+        raise click.ClickException(f"cannot serve packs on {host}:{port} with {loaded.server_cert}: "
+                                   f"{getattr(error, 'strerror', None) or error}; free the port or pick another "
+                                   "with --port (and content_port in site.toml)") from None
+    thread = threading.Thread(target=server.serve_forever, name="pack-server", daemon=True)
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda _n, _f: stop.set()) for number in (signal.SIGTERM,
+                                                                                      signal.SIGINT)}
+    thread.start()
+    click.echo(f"Serving the packs of {loaded.packs_dir} on https://{host}:{server.port}/packs/ "
+               f"(devices use https://{loaded.broker_host}:{loaded.content_port}/packs/)")
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        _restore(previous)
+    click.echo("Pack server stopped.")
 
 
 COMMANDS: list[click.Command] = [site, device, broker]

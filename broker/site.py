@@ -3,6 +3,10 @@
     <root>/
       site.toml              site settings and the list of enrolled devices (the source the ACL is built from)
       hub.toml               the hub's MQTT client configuration (holds its password: 0600)
+      publisher.toml         the MQTT account `museum content publish` announces packs with (0600; its own
+                             account, because the broker's client id is the username and the hub's would be
+                             taken over)
+      content/packs/<pack_id>-<version>.tar   published content packs, the newest few (`museum content serve`)
       hub/                   the hub's data (its SQLite store)
       devices/<id>.toml      one client configuration per enrolled device, to copy onto it (0600)
       tls/ca.crt, ca.key     the site CA: every client trusts this certificate and nothing else
@@ -36,6 +40,8 @@ from protocol.fields import IDENTIFIER
 from protocol.topics import acks_topic, all_devices, commands_topic, content_topic, events_topic, status_topic
 
 HUB_USERNAME = "hub"
+PUBLISHER_USERNAME = "publisher"
+DEFAULT_CONTENT_PORT = 8443
 DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 DEFAULT_AUTOSAVE_INTERVAL = 10
 MAX_QUEUED_BYTES = 128 * 1024 * 1024
@@ -114,6 +120,15 @@ class SiteLayout:
         return self.root / "hub.toml"
 
     @property
+    def publisher_config(self) -> Path:
+        return self.root / "publisher.toml"
+
+    @property
+    def packs_dir(self) -> Path:
+        """The only folder `museum content serve` serves from."""
+        return self.root / "content" / "packs"
+
+    @property
     def devices_dir(self) -> Path:
         return self.root / "devices"
 
@@ -150,6 +165,7 @@ class Site(SiteLayout):
     hostnames: tuple[str, ...] = ()
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
     autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL
+    content_port: int = DEFAULT_CONTENT_PORT
 
     @property
     def broker_host(self) -> str:
@@ -162,12 +178,13 @@ class Site(SiteLayout):
 def init_site(root: Path, site_id: str, *, tls_port: int = 8883, bind: str = "0.0.0.0",
               plain_loopback_port: int | None = None, hostnames: Iterable[str] = (),
               max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
-              autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL) -> Site:
+              autosave_interval: int = DEFAULT_AUTOSAVE_INTERVAL,
+              content_port: int = DEFAULT_CONTENT_PORT) -> Site:
     """Create a new site directory: settings, TLS material, Mosquitto configuration and the hub's credentials."""
     root = Path(root).absolute()
     site = Site(root=root, site_id=site_id, tls_port=tls_port, bind=bind, plain_loopback_port=plain_loopback_port,
                 hostnames=tuple(hostnames), max_queued_messages=max_queued_messages,
-                autosave_interval=autosave_interval)
+                autosave_interval=autosave_interval, content_port=content_port)
     _check_settings(site)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} already exists and is not empty; a site directory is created once, "
@@ -203,16 +220,37 @@ def _populate(site: Site) -> None:
     hub_password = secrets.token_urlsafe(24)
     passwords.write_password_file(site.password_file, {HUB_USERNAME: passwords.hash_password(hub_password)})
     write_acl(site)
+    _client_config(site, HUB_USERNAME, hub_password).save(site.hub_config)
+    _create_publisher(site)
+
+
+def _client_config(site: Site, username: str, password: str) -> ClientConfig:
+    """An MQTT client configuration for a program running beside the broker (the hub, the publisher)."""
     loopback = site.plain_loopback_port is not None
-    # The hub runs beside the broker: loopback, unless the TLS listener is bound to one address only.
-    hub_host = "127.0.0.1" if loopback or site.bind in ("0.0.0.0", "::", "127.0.0.1") else site.bind
-    hub_port = site.tls_port if site.plain_loopback_port is None else site.plain_loopback_port
-    hub = ClientConfig(
-        site_id=site.site_id, client_id=HUB_USERNAME, kind="hub",
-        broker=BrokerSettings(host=hub_host, port=hub_port, username=HUB_USERNAME, password=hub_password,
-                              tls=not loopback, ca_file=site.ca_file, discover=False),
-    )
-    hub.save(site.hub_config)
+    # Loopback, unless the TLS listener is bound to one address only.
+    host = "127.0.0.1" if loopback or site.bind in ("0.0.0.0", "::", "127.0.0.1") else site.bind
+    port = site.tls_port if site.plain_loopback_port is None else site.plain_loopback_port
+    return ClientConfig(site_id=site.site_id, client_id=username, kind="hub",
+                        broker=BrokerSettings(host=host, port=port, username=username, password=password,
+                                              tls=not loopback, ca_file=site.ca_file, discover=False))
+
+
+def _create_publisher(site: Site) -> None:
+    password = secrets.token_urlsafe(24)
+    _client_config(site, PUBLISHER_USERNAME, password).save(site.publisher_config)
+    passwords.set_password(site.password_file, PUBLISHER_USERNAME, password)
+
+
+def ensure_publisher(site: Site) -> bool:
+    """Give a site made before the publisher account existed its account, ACL and configuration (under the site
+    lock, with a reload of a running broker). True if it was created now."""
+    with exclusive_lock(site.lock_file):
+        if site.publisher_config.exists():
+            return False
+        _create_publisher(site)
+        write_acl(site)
+        reload_running(site)
+        return True
 
 
 def load_site(root: Path) -> Site:
@@ -228,7 +266,8 @@ def load_site(root: Path) -> Site:
         site = Site(root=root, site_id=_setting(data, "site_id", str), tls_port=_setting(data, "tls_port", int),
                     bind=_setting(data, "bind", str), plain_loopback_port=loopback, hostnames=tuple(hostnames),
                     max_queued_messages=_setting(data, "max_queued_messages", int, DEFAULT_MAX_QUEUED_MESSAGES),
-                    autosave_interval=_setting(data, "autosave_interval", int, DEFAULT_AUTOSAVE_INTERVAL))
+                    autosave_interval=_setting(data, "autosave_interval", int, DEFAULT_AUTOSAVE_INTERVAL),
+                    content_port=_setting(data, "content_port", int, DEFAULT_CONTENT_PORT))
         _check_settings(site)
     except KeyError as missing:
         raise ValueError(f"{path}: missing setting {missing}; add it, or compare with a new site made by "
@@ -269,8 +308,9 @@ def enroll_device(site: Site, device_id: str, kind: str) -> Path:
     if not isinstance(device_id, str) or IDENTIFIER.match(device_id) is None:
         raise ValueError(f"device id {device_id!r} is not an identifier (lowercase letters, digits and '-', "
                          "at most 63, not starting with '-')")
-    if device_id == HUB_USERNAME:
-        raise ValueError(f"device id {HUB_USERNAME!r} is reserved for the hub's own MQTT account")
+    if device_id in (HUB_USERNAME, PUBLISHER_USERNAME):
+        owner = "hub" if device_id == HUB_USERNAME else "content publisher"
+        raise ValueError(f"device id {device_id!r} is reserved for the {owner}'s own MQTT account")
     # Two enrollments at once would each read the same site.toml and passwd and write back their own version,
     # and one device would vanish from them: the lock makes each read-modify-write whole.
     with exclusive_lock(site.lock_file):
@@ -346,6 +386,10 @@ def acl_text(site_id: str, devices: Iterable[str]) -> str:
         f"topic read {all_devices(site_id, 'status')}",
         f"topic write {all_devices(site_id, 'acks')}",
         f"topic write {all_devices(site_id, 'commands')}",
+        f"topic readwrite {content_topic(site_id)}",
+        "",
+        "# `museum content publish` announces content packs, and only that.",
+        f"user {PUBLISHER_USERNAME}",
         f"topic readwrite {content_topic(site_id)}",
     ]
     for device_id in sorted(devices):
@@ -442,7 +486,8 @@ def _write_site_file(site: Site, devices: Mapping[str, str]) -> None:
     if site.plain_loopback_port is not None:
         data["plain_loopback_port"] = site.plain_loopback_port
     data |= {"hostnames": list(site.hostnames), "max_queued_messages": site.max_queued_messages,
-             "autosave_interval": site.autosave_interval, "devices": dict(sorted(devices.items()))}
+             "autosave_interval": site.autosave_interval, "content_port": site.content_port,
+             "devices": dict(sorted(devices.items()))}
     header = ("# Site settings, written by `museum site init`; `museum device enroll` adds to [devices].\n"
               "# The Mosquitto configuration, passwd and ACL are generated from this file.\n")
     passwords.replace_file(site.site_file, header + tomli_w.dumps(data), mode=0o644)
@@ -468,6 +513,9 @@ def _check_settings(site: Site) -> None:
         raise ValueError(f"site id {site.site_id!r} is not an identifier (lowercase letters, digits and '-', "
                          "at most 63)")
     ports = [site.tls_port] + ([site.plain_loopback_port] if site.plain_loopback_port is not None else [])
+    if not 1 <= site.content_port <= 65535 or site.content_port in ports:
+        raise ValueError(f"content_port {site.content_port} must be between 1 and 65535 and differ from the "
+                         "broker's ports")
     for port in ports:
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} is not between 1 and 65535")

@@ -12,5 +12,5 @@ SAMPLE_MIN_ARTWORKS = 20
 
 
 def load_sample_museum() -> Museum:
-    """The demo museum (5 rooms, 26 public-domain works, French and English, no media yet)."""
+    """The demo museum (5 rooms, 26 public-domain works, French and English, demonstration media)."""
     return load_museum(SAMPLE_MUSEUM_PATH, min_rooms=SAMPLE_MIN_ROOMS, min_artworks=SAMPLE_MIN_ARTWORKS)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from protocol.errors import ContractError
 from protocol.events import COMMON_FIELDS, EVENT_TYPES, Event
@@ -30,6 +31,10 @@ MAX_EVENT_BYTES = 16 * 1024
 """Largest single event; real ones are a few hundred bytes."""
 
 MAX_BATCH_EVENTS = 2000
+
+MAX_URL_LENGTH = 2048
+MAX_ANNOUNCED_PACK_BYTES = 4 * 1024 * 1024 * 1024
+"""Largest pack size an announcement may state: well above any valid pack, so a device never reserves more."""
 
 
 @dataclass(frozen=True)
@@ -372,20 +377,49 @@ def decode_command(payload: bytes) -> Command:
 
 def encode_content(announcement: ContentAnnouncement) -> bytes:
     return dumps_strict({"pack_id": announcement.pack_id, "pack_version": announcement.pack_version,
-                         "sha256": announcement.sha256, "announced_at": format_instant(announcement.announced_at)})
+                         "sha256": announcement.sha256, "announced_at": format_instant(announcement.announced_at),
+                         "url": announcement.url, "size": announcement.size})
+
+
+def _pack_url(obj: dict[str, Any], what: str) -> str:
+    """An https URL with a host and a path, nothing a device could be fooled by: no credentials, no fragment,
+    no spaces or control characters, bounded in length."""
+    url = obj["url"]
+    problem = None
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_LENGTH:
+        problem = f"must be a string of 1 to {MAX_URL_LENGTH} characters"
+    elif not url.isascii() or any(not c.isprintable() or c.isspace() for c in url):
+        problem = "must be printable ASCII without spaces"
+    else:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme != "https" or not parts.hostname or not parts.path.startswith("/"):
+            problem = "must be an https URL with a host and a path"
+        elif parts.username is not None or parts.password is not None or parts.fragment or port == 0:
+            problem = "must not carry credentials, a fragment or port 0"
+    if problem is not None:
+        raise ContractError("invalid_field", f"{what}: url {problem}: {str(url)[:80]!r}")
+    return str(url)
 
 
 def decode_content(payload: bytes) -> ContentAnnouncement:
     what = "content announcement"
-    obj = _object(payload, what, {"pack_id", "pack_version", "sha256", "announced_at"})
+    obj = _object(payload, what, {"pack_id", "pack_version", "sha256", "announced_at", "url", "size"})
     sha = _text(obj, "sha256", what)
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ContractError("invalid_field", f"{what}: sha256 must be 64 lowercase hex digits")
+    size = obj["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_ANNOUNCED_PACK_BYTES:
+        raise ContractError("invalid_field", f"{what}: size must be an integer from 1 to "
+                                             f"{MAX_ANNOUNCED_PACK_BYTES} bytes, got {str(size)[:40]!r}")
     return ContentAnnouncement(_text(obj, "pack_id", what, IDENTIFIER), _text(obj, "pack_version", what, VERSION),
-                               sha, _instant(obj, "announced_at", what))
+                               sha, _instant(obj, "announced_at", what), _pack_url(obj, what), size)
 
 
-__all__ = ["MAX_MESSAGE_BYTES", "ContractError", "DecodedMessage", "RejectedEvent", "decode_ack",
-           "decode_command", "decode_content", "decode_event", "decode_event_message", "decode_presence",
-           "dumps_strict", "encode_ack", "encode_batch", "encode_command", "encode_content", "encode_event",
-           "encode_presence", "event_from_dict", "event_to_dict", "loads_strict"]
+__all__ = ["MAX_ANNOUNCED_PACK_BYTES", "MAX_MESSAGE_BYTES", "MAX_URL_LENGTH", "ContractError", "DecodedMessage",
+           "RejectedEvent", "decode_ack", "decode_command", "decode_content", "decode_event",
+           "decode_event_message", "decode_presence", "dumps_strict", "encode_ack", "encode_batch", "encode_command",
+           "encode_content", "encode_event", "encode_presence", "event_from_dict", "event_to_dict", "loads_strict"]

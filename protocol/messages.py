@@ -55,9 +55,13 @@ class Command:
 
 @dataclass(frozen=True)
 class ContentAnnouncement:
-    """Retained on the site's content topic: the content pack every device should be showing."""
+    """Retained on the site's content topic: the content pack every device should be showing, and where to fetch
+    it. `url` is an https URL on the site server (`museum content serve`), `size` the pack file's length in bytes
+    and `sha256` its digest: a device resumes a download up to `size` and keeps it only if the digest matches."""
 
     pack_id: str
     pack_version: str
     sha256: str
     announced_at: datetime
+    url: str
+    size: int

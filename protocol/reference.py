@@ -349,8 +349,9 @@ def _message_examples() -> list[tuple[type, str, bytes]]:
         (Command, topics.commands_topic(EXAMPLE_SITE, device),
          lambda: codec.encode_command(Command(command_id, "reload-content", EXAMPLE_INSTANT, {"force": True}))),
         (ContentAnnouncement, topics.content_topic(EXAMPLE_SITE),
-         lambda: codec.encode_content(ContentAnnouncement("spring-2026", "2026.3.1", pack_digest,
-                                                          EXAMPLE_INSTANT))),
+         lambda: codec.encode_content(ContentAnnouncement(
+             "spring-2026", "2026.3.1", pack_digest, EXAMPLE_INSTANT,
+             f"https://{EXAMPLE_SITE}-broker.local:8443/packs/spring-2026-2026.3.1.tar", 4_718_592))),
     ]
     return [(cls, topic, encode()) for cls, topic, encode in encoders]
 

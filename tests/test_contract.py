@@ -639,6 +639,7 @@ def test_wildcard_builder_refuses_unknown_channel() -> None:
 
 COMMAND_ID = str(uuid.uuid4())
 SHA = "0123456789abcdef" * 4
+PACK_URL = "https://louvre-lens-broker.local:8443/packs/spring-2026-3.tar"
 
 MESSAGE_ROUND_TRIPS: list[tuple[str, Any, Callable[[Any], bytes], Callable[[bytes], Any]]] = [
     ("presence-online", Presence(DEVICE, "online", "kiosk", "1.4.2", AT), encode_presence, decode_presence),
@@ -650,7 +651,8 @@ MESSAGE_ROUND_TRIPS: list[tuple[str, Any, Callable[[Any], bytes], Callable[[byte
     ("command-no-args", Command(COMMAND_ID, "reload-content", AT), encode_command, decode_command),
     ("command-args", Command(COMMAND_ID, "set-volume", AT, {"level": 7, "ratio": 0.5, "mute": False,
                                                              "label": "salle 3"}), encode_command, decode_command),
-    ("content", ContentAnnouncement("spring-2026", "2026.3.1", SHA, AT), encode_content, decode_content),
+    ("content", ContentAnnouncement("spring-2026", "2026.3.1", SHA, AT, PACK_URL, 4_718_592), encode_content,
+     decode_content),
 ]
 
 
@@ -675,7 +677,7 @@ def _command(**changes: Any) -> bytes:
 
 
 def _content(**changes: Any) -> bytes:
-    data = json.loads(encode_content(ContentAnnouncement("spring-2026", "2026.3.1", SHA, AT)))
+    data = json.loads(encode_content(ContentAnnouncement("spring-2026", "2026.3.1", SHA, AT, PACK_URL, 4_718_592)))
     data.update(changes)
     return payload({k: v for k, v in data.items() if v is not ...})
 
@@ -729,7 +731,26 @@ MESSAGE_REJECTIONS: list[tuple[str, Callable[[], Any], str, tuple[str, ...]]] = 
     ("content-bad-pack", lambda: decode_content(_content(pack_id="Spring 2026")), "invalid_field", ("pack_id",)),
     ("content-bad-version", lambda: decode_content(_content(pack_version="v 1")), "invalid_field",
      ("pack_version",)),
-    ("content-extra", lambda: decode_content(_content(url="http://x")), "unknown_field", ("url",)),
+    ("content-extra", lambda: decode_content(_content(mirror="https://x/p")), "unknown_field", ("mirror",)),
+    ("content-missing-url", lambda: decode_content(_content(url=...)), "missing_field", ("url",)),
+    ("content-missing-size", lambda: decode_content(_content(size=...)), "missing_field", ("size",)),
+    ("content-url-http", lambda: decode_content(_content(url="http://broker.local/packs/a-1.tar")),
+     "invalid_field", ("url", "https")),
+    ("content-url-no-host", lambda: decode_content(_content(url="https:///packs/a-1.tar")), "invalid_field",
+     ("url",)),
+    ("content-url-credentials", lambda: decode_content(_content(url="https://u:p@broker.local/a-1.tar")),
+     "invalid_field", ("url", "credentials")),
+    ("content-url-space", lambda: decode_content(_content(url="https://broker.local/a 1.tar")), "invalid_field",
+     ("url",)),
+    ("content-url-long", lambda: decode_content(_content(url="https://b.local/" + "a" * 2048)), "invalid_field",
+     ("url",)),
+    ("content-url-number", lambda: decode_content(_content(url=7)), "invalid_field", ("url",)),
+    ("content-url-bad-port", lambda: decode_content(_content(url="https://b.local:99999/a-1.tar")),
+     "invalid_field", ("url",)),
+    ("content-size-zero", lambda: decode_content(_content(size=0)), "invalid_field", ("size",)),
+    ("content-size-huge", lambda: decode_content(_content(size=2**40)), "invalid_field", ("size",)),
+    ("content-size-bool", lambda: decode_content(_content(size=True)), "invalid_field", ("size",)),
+    ("content-size-float", lambda: decode_content(_content(size=10.5)), "invalid_field", ("size",)),
     ("content-invalid-utf8", lambda: decode_content(b'{"pack_id": "\xff"}'), "invalid_utf8", ()),
 ]
 
@@ -745,8 +766,8 @@ def test_message_decoder_refuses(case: tuple[str, Callable[[], Any], str, tuple[
      ["device_id", "state", "kind", "software_version", "since"]),
     (Ack(), encode_ack, ["committed", "rejected"]),
     (Command(COMMAND_ID, "reload-content", AT), encode_command, ["command_id", "name", "issued_at", "args"]),
-    (ContentAnnouncement("spring-2026", "2026.3.1", SHA, AT), encode_content,
-     ["pack_id", "pack_version", "sha256", "announced_at"]),
+    (ContentAnnouncement("spring-2026", "2026.3.1", SHA, AT, PACK_URL, 4_718_592), encode_content,
+     ["pack_id", "pack_version", "sha256", "announced_at", "url", "size"]),
 ], ids=["presence", "ack", "command", "content"])
 def test_message_wire_keys(message: Any, encode: Callable[[Any], bytes], keys: list[str]) -> None:
     assert list(json.loads(encode(message))) == keys

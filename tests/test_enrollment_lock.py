@@ -71,7 +71,7 @@ def test_concurrent_enrollments_lose_no_device(site: Site) -> None:
 
     expected = {f"kiosk-{letter}-{number:02d}" for letter in "ab" for number in range(per_process)}
     assert set(enrolled_devices(site)) == expected
-    assert set(passwords.read_password_file(site.password_file)) == expected | {"hub"}
+    assert set(passwords.read_password_file(site.password_file)) == expected | {"hub", "publisher"}
     acl = site.acl_file.read_text(encoding="utf-8")
-    assert {line.split()[1] for line in acl.splitlines() if line.startswith("user ")} == expected | {"hub"}
+    assert {line.split()[1] for line in acl.splitlines() if line.startswith("user ")} == expected | {"hub", "publisher"}
     assert all(site.device_config(device_id).exists() for device_id in expected)

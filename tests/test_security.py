@@ -194,8 +194,9 @@ def test_only_the_hub_announces_content(make_site, make_broker) -> None:
     hub_config = ClientConfig.load(site.hub_config)
     make_broker(site)
     topic = content_topic(site.site_id)
-    fake = ContentAnnouncement("malware", "6.6.6", "0" * 64, utc_now())
-    real = ContentAnnouncement("spring-2026", "2026.3.1", "a" * 64, utc_now())
+    fake = ContentAnnouncement("malware", "6.6.6", "0" * 64, utc_now(), "https://evil.example/packs/malware-6.tar", 1)
+    real = ContentAnnouncement("spring-2026", "2026.3.1", "a" * 64, utc_now(),
+                               f"https://{site.broker_host}:{site.content_port}/packs/spring-2026-3.tar", 1024)
     with Client("kiosk-a", plain(site), credentials(attacker)) as client:
         client.publish(topic, encode_content(fake), retain=True)
     with Client("kiosk-b", plain(site), credentials(reader), [topic, status_topic(site.site_id, "kiosk-b")]) as device:

@@ -287,6 +287,7 @@ def test_acl_confines_hub_and_each_device(site: Site) -> None:
         "hub": {("read", f"{base}/devices/+/events"), ("read", f"{base}/devices/+/status"),
                 ("write", f"{base}/devices/+/acks"), ("write", f"{base}/devices/+/commands"),
                 ("readwrite", f"{base}/content")},
+        "publisher": {("readwrite", f"{base}/content")},
         **device_rules,
     }
 
@@ -294,13 +295,13 @@ def test_acl_confines_hub_and_each_device(site: Site) -> None:
 def test_acl_is_rebuilt_from_the_site_not_appended(site: Site) -> None:
     site.acl_file.write_text("user intruder\ntopic readwrite #\n")
     enroll_device(site, "kiosk-01", "kiosk")
-    assert set(acl_rules(site.acl_file.read_text())) == {None, "hub", "kiosk-01"}
+    assert set(acl_rules(site.acl_file.read_text())) == {None, "hub", "publisher", "kiosk-01"}
 
 
 def test_password_file_holds_the_hub_and_enrolled_devices(site: Site) -> None:
     enroll_device(site, "kiosk-01", "kiosk")
     entries = passwords.read_password_file(site.password_file)
-    assert list(entries) == ["hub", "kiosk-01"]
+    assert list(entries) == ["hub", "publisher", "kiosk-01"]
     assert passwords.verify_password(entries["hub"], hub_of(site).broker.password)
     assert passwords.verify_password(entries["kiosk-01"], device_of(site, "kiosk-01").broker.password)
     assert stat.S_IMODE(site.password_file.stat().st_mode) == 0o600
@@ -429,7 +430,7 @@ def test_enrolling_twice_is_refused(site: Site) -> None:
 def test_enrolling_a_bad_id_is_refused(site: Site, device_id: str) -> None:
     with pytest.raises(ValueError, match="not an identifier"):
         enroll_device(site, device_id, "kiosk")
-    assert list(passwords.read_password_file(site.password_file)) == ["hub"]
+    assert list(passwords.read_password_file(site.password_file)) == ["hub", "publisher"]
 
 
 def test_the_hub_name_cannot_be_enrolled(site: Site) -> None:
@@ -437,6 +438,12 @@ def test_the_hub_name_cannot_be_enrolled(site: Site) -> None:
     with pytest.raises(ValueError, match="reserved for the hub"):
         enroll_device(site, "hub", "kiosk")
     assert passwords.verify_password(passwords.read_password_file(site.password_file)["hub"], hub_password)
+
+
+def test_the_publisher_name_cannot_be_enrolled(site: Site) -> None:
+    with pytest.raises(ValueError, match="reserved for the content publisher"):
+        enroll_device(site, "publisher", "kiosk")
+    assert site.publisher_config.exists()
 
 
 def test_an_unknown_kind_is_refused(site: Site) -> None:
