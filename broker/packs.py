@@ -23,7 +23,7 @@ from pathlib import Path
 from broker.site import Site, ensure_publisher
 from bus.config import ClientConfig
 from bus.mqtt import Credentials, Endpoint, MqttLink
-from content.pack import Pack, verify_pack
+from content.pack import Pack, file_sha256, verify_pack
 from content.source import ContentError
 from protocol.codec import encode_content
 from protocol.messages import ContentAnnouncement
@@ -104,7 +104,7 @@ def _store(site: Site, pack_path: Path, pack: Pack) -> tuple[Path, int, str]:
         if (copied.pack_id, copied.pack_version) != (pack.pack_id, pack.pack_version):
             raise PublishError(f"{pack_path}: changed while it was being published; publish it again")
         sha256 = digest.hexdigest()
-        if target.exists() and _sha256_of(target) != sha256:
+        if target.exists() and file_sha256(target) != sha256:
             raise PublishError(f"{target}: pack {pack.pack_id} version {pack.pack_version} is already published "
                                f"with other content; raise pack_version in museum.json and build again")
         os.replace(temp_name, target)
@@ -115,14 +115,6 @@ def _store(site: Site, pack_path: Path, pack: Pack) -> tuple[Path, int, str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

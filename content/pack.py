@@ -64,7 +64,7 @@ class Pack:
 def build_pack(source_dir: str | Path, out_path: str | Path, *, now: datetime | None = None) -> Pack:
     """Validate a content folder and write its pack to out_path atomically (whole or not at all)."""
     source = validate_source(source_dir)
-    files = tuple(PackFile(file.path, file.size, _sha256_of(source.root / file.path)) for file in source.files)
+    files = tuple(PackFile(file.path, file.size, file_sha256(source.root / file.path)) for file in source.files)
     created_at = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     pack = Pack(source.museum, created_at, files)
     manifest = json.dumps(manifest_dict(pack), indent=1, ensure_ascii=False).encode("utf-8")
@@ -122,7 +122,8 @@ class _HashingReader:
         return self._hash.hexdigest()
 
 
-def _sha256_of(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks (a pack may be hundreds of megabytes)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):

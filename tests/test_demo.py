@@ -446,6 +446,20 @@ def assert_museum_stored(site_dir: Path, *, full: bool) -> None:
         assert {"proximity.entered", "proximity.left", "occupancy.counted"} <= gateway_types
 
 
+def interrupt(process: subprocess.Popen[str], lines: queue.Queue[str], seen: list[str]) -> str:
+    """Ctrl-C the demo, as staff would, and return all it printed; kill it if it does not stop, and fail."""
+    try:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, "".join(seen)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    wait_for_line(lines, seen, lambda _line: False, 60)  # the rest of the output: returns at its end
+    return "".join(seen)
+
+
 def everything_stored(site_dir: Path) -> bool:
     """Whether the running demo's hub has stored every kind of event `assert_museum_stored(full=True)` checks."""
     try:
@@ -476,14 +490,8 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
             (m := DEVICES_LINE.search(line)) and m[1] == m[2] == "8"), 120)
         assert all_online, "".join(seen)
         assert wait_until(lambda: everything_stored(demo_site_dir), 120), stored(demo_site_dir)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0, "".join(seen)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    wait_for_line(lines, seen, lambda _line: False, 60)  # the rest of the output: returns at its end
-    output = "".join(seen)
+        output = interrupt(process, lines, seen)
     stored_figures = [int(match[1]) for match in HUB_LINE.finditer(output)]
     assert len(stored_figures) >= 2, output
     assert stored_figures[-1] > 0, output
@@ -542,14 +550,8 @@ def test_sigint_stops_a_running_demo_cleanly(demo_site_dir: Path) -> None:
         storing = wait_for_line(lines, seen, lambda line: bool((m := HUB_LINE.search(line)) and int(m[1]) > 0), 120)
         assert storing, "".join(seen)
         time.sleep(max(0.0, 8 - (time.monotonic() - started)))
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0, "".join(seen)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    wait_for_line(lines, seen, lambda _line: False, 60)  # the rest of the output: returns at its end
-    output = "".join(seen)
+        output = interrupt(process, lines, seen)
     assert "SIGINT received." in output
     assert_clean_shutdown(demo_site_dir, output)
     assert_museum_stored(demo_site_dir, full=False)
