@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := hub,dev
+EXTRAS := hub,kiosk,dev
 DEMO_ARGS ?=
 
 .PHONY: demo test system-packages venv lint bench docs clean

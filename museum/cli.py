@@ -14,6 +14,7 @@ OPTIONAL_MODULES = {
     "sqlite_utils": "hub",
     "cryptography": "hub",
     "kivy": "kiosk",
+    "requests": "kiosk",
     "bleak": "gateway",
     "pyzbar": "gateway",
     "fastapi": "api",
