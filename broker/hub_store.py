@@ -228,11 +228,6 @@ class HubStore:
                 self.db.execute(f"PRAGMA user_version = {number}")
         return len(MIGRATIONS)
 
-    def commit_group(self, events: Sequence[EventRecord], quarantined: Sequence[QuarantineEntry],
-                     devices: Iterable[DeviceSeen], received_at: datetime) -> int:
-        """`commit_round`, for callers that only want how many events were new."""
-        return self.commit_round(events, quarantined, devices, received_at).inserted
-
     def commit_round(self, events: Sequence[EventRecord], quarantined: Sequence[QuarantineEntry],
                      devices: Iterable[DeviceSeen], received_at: datetime) -> CommitResult:
         """Store one group of valid events (as `protocol.canonical` records them), quarantined input (within

@@ -307,7 +307,7 @@ def test_the_hubs_recent_activity_reads_a_bounded_window(tmp_path: Path) -> None
                                       source="kiosk", language="fr" if i % 4 else "en") for i in range(12)]
         counts = [OccupancyCounted.create(site_id="demo", device_id="gateway-01", zone_id=zone, count=count,
                                           window_s=60.0) for zone, count in (("hall", 4), ("hall", 9), ("cafe", 2))]
-        store.commit_group([event_record(e) for e in [old, *views, *counts]], [], [], WALL)
+        store.commit_round([event_record(e) for e in [old, *views, *counts]], [], [], WALL)
         since = datetime.now(UTC) - timedelta(hours=1)
         everything = store.recent_activity(since, 1000)
         assert sum(n for *_, n in everything.views) == 12 and everything.events == 15  # the old view is not

@@ -45,15 +45,15 @@ def store(tmp_path):
 
 def test_a_resent_event_is_stored_once(store):
     events = [viewed() for _ in range(10)]
-    assert store.commit_group(records(*events), [], [], NOW) == 10
+    assert store.commit_round(records(*events), [], [], NOW).inserted == 10
     extra = viewed()
-    assert store.commit_group(records(*events[5:], extra), [], [], NOW) == 1
+    assert store.commit_round(records(*events[5:], extra), [], [], NOW).inserted == 1
     assert store.event_ids() == {e.event_id for e in events} | {extra.event_id}
 
 
 def test_own_fields_are_kept_as_json(store):
     event = OccupancyCounted.create(site_id="demo", device_id="gw-1", zone_id="room-1", count=12, window_s=60)
-    store.commit_group(records(event), [], [], NOW)
+    store.commit_round(records(event), [], [], NOW)
     row = store.db["events"].get(event.event_id)
     assert row["type"] == "occupancy.counted" and row["visit_id"] is None
     assert row["fields"] == '{"zone_id":"room-1","count":12,"window_s":60}'
@@ -61,7 +61,7 @@ def test_own_fields_are_kept_as_json(store):
 
 def test_quarantine_keeps_a_bounded_copy_and_the_reason(store):
     raw = b"x" * (QUARANTINE_RAW_BYTES + 10)
-    store.commit_group([], [QuarantineEntry("museum/v1/demo/devices/k/events", raw, "too_large", "big")], [], NOW)
+    store.commit_round([], [QuarantineEntry("museum/v1/demo/devices/k/events", raw, "too_large", "big")], [], NOW)
     (row,) = store.quarantine_rows()
     assert row["raw_size"] == len(raw) and len(row["raw"]) == QUARANTINE_RAW_BYTES
     assert (row["code"], row["reason"]) == ("too_large", "big")
@@ -69,8 +69,8 @@ def test_quarantine_keeps_a_bounded_copy_and_the_reason(store):
 
 
 def test_registry_merges_what_each_message_tells(store):
-    store.commit_group([], [], [DeviceSeen("kiosk-1", "kiosk", "1.0.0", "online", NOW)], NOW)
-    store.commit_group([], [], [DeviceSeen("kiosk-1")], NOW + timedelta(seconds=5))
+    store.commit_round([], [], [DeviceSeen("kiosk-1", "kiosk", "1.0.0", "online", NOW)], NOW)
+    store.commit_round([], [], [DeviceSeen("kiosk-1")], NOW + timedelta(seconds=5))
     (device,) = store.devices()
     assert (device["kind"], device["software_version"], device["state"]) == ("kiosk", "1.0.0", "online")
     assert device["last_seen"] == "2026-11-25T12:00:05.000Z"
@@ -79,9 +79,9 @@ def test_registry_merges_what_each_message_tells(store):
 
 def test_retention_deletes_only_what_is_past_its_time(store):
     old, recent = viewed(days_ago=91), viewed(days_ago=89)
-    store.commit_group(records(old, recent), [], [], NOW)
-    store.commit_group([], [QuarantineEntry("t", b"?", "invalid_json", "x")], [], NOW - timedelta(days=31))
-    store.commit_group([], [QuarantineEntry("t", b"?", "invalid_json", "y")], [], NOW - timedelta(days=29))
+    store.commit_round(records(old, recent), [], [], NOW)
+    store.commit_round([], [QuarantineEntry("t", b"?", "invalid_json", "x")], [], NOW - timedelta(days=31))
+    store.commit_round([], [QuarantineEntry("t", b"?", "invalid_json", "y")], [], NOW - timedelta(days=29))
     assert store.purge(NOW, events_days=90, quarantine_days=30) == (1, 1)
     assert store.event_ids() == {recent.event_id}
     assert [row["reason"] for row in store.quarantine_rows()] == ["y"]
@@ -91,7 +91,7 @@ def test_retention_waits_for_an_event_back_dated_within_the_tolerance(store):
     # Recorded now, claiming to be 30 days old (within the 35 days the hub accepts): it goes when it is 90 days
     # past what it claims, before 90 days past its arrival.
     backdated = replace(viewed(), occurred_at=NOW - timedelta(days=30))
-    store.commit_group(records(backdated), [], [], NOW)
+    store.commit_round(records(backdated), [], [], NOW)
     assert store.purge(NOW + timedelta(days=59), events_days=90, quarantine_days=30) == (0, 0)
     assert store.purge(NOW + timedelta(days=61), events_days=90, quarantine_days=30) == (1, 0)
 
@@ -103,7 +103,7 @@ def test_retention_also_counts_from_when_the_hub_received_an_event(store):
               replace(viewed(), event_id=event_id_at(NOW + timedelta(hours=23)),
                       occurred_at=NOW + timedelta(hours=23)),
               viewed()]
-    store.commit_group(records(*claims), [], [], NOW)
+    store.commit_round(records(*claims), [], [], NOW)
     assert store.purge(NOW + timedelta(days=89), events_days=90, quarantine_days=30) == (0, 0)
     assert store.purge(NOW + timedelta(days=90, seconds=1), events_days=90, quarantine_days=30) == (4, 0)
 
@@ -111,7 +111,7 @@ def test_retention_also_counts_from_when_the_hub_received_an_event(store):
 def test_with_the_clock_ten_years_on_nothing_is_left(store):
     arrivals = [NOW - timedelta(days=days) for days in (0, 10, 100)]
     for at in arrivals:
-        store.commit_group(records(replace(viewed(), occurred_at=datetime(2099, 1, 1, tzinfo=UTC)),
+        store.commit_round(records(replace(viewed(), occurred_at=datetime(2099, 1, 1, tzinfo=UTC)),
                                    replace(viewed(), event_id=event_id_at(at + timedelta(hours=12)))), [], [], at)
     assert store.count_events() == 6
     store.purge(NOW + timedelta(days=3653), events_days=90, quarantine_days=30)
@@ -126,7 +126,7 @@ def test_a_migration_removes_events_stored_outside_the_time_tolerance(tmp_path):
                replace(viewed(), occurred_at=NOW - timedelta(days=36)),
                replace(viewed(), event_id=event_id_at(datetime(2099, 1, 1, tzinfo=UTC))),
                replace(viewed(), event_id=event_id_at(datetime(1970, 1, 2, tzinfo=UTC)))]
-    store.commit_group(records(good, *outside), [], [], NOW)
+    store.commit_round(records(good, *outside), [], [], NOW)
     version = MIGRATIONS.index(_v3)
     store.db.execute(f"PRAGMA user_version = {version}")  # as a database made before the migration
     store.close()
@@ -143,7 +143,7 @@ def test_the_database_is_readable_by_its_owner_only(tmp_path):
     path = tmp_path / "hub.sqlite"
     store = HubStore(path)
     try:
-        store.commit_group(records(viewed()), [], [], NOW)
+        store.commit_round(records(viewed()), [], [], NOW)
         for file in (path, path.with_name("hub.sqlite-wal"), path.with_name("hub.sqlite-shm")):
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     finally:
@@ -190,15 +190,15 @@ def test_an_event_id_stored_for_another_device_is_a_conflict(store):
 
 
 def test_a_full_disk_fails_the_commit_with_its_own_error_and_nothing_else(store):
-    store.commit_group(records(*(viewed() for _ in range(50))), [], [], NOW)
+    store.commit_round(records(*(viewed() for _ in range(50))), [], [], NOW)
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
     store.db.execute(f"PRAGMA max_page_count = {pages}")
     batch = [viewed() for _ in range(500)]
     with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
-        store.commit_group(records(*batch), [], [], NOW)
+        store.commit_round(records(*batch), [], [], NOW)
     assert not store.db.conn.in_transaction
     store.db.execute("PRAGMA max_page_count = 1073741823")
-    assert store.commit_group(records(*batch), [], [], NOW) == 500
+    assert store.commit_round(records(*batch), [], [], NOW).inserted == 500
 
 
 def test_event_id_floor_orders_below_every_id_of_its_millisecond_and_above_earlier_ones():
