@@ -21,6 +21,7 @@ from broker.site import (
     enroll_device,
     init_site,
     load_site,
+    refresh_acl,
     renew_server_certificate,
 )
 from content.cli import content
@@ -125,6 +126,34 @@ def enroll(name: str, kind: str, site_dir: Path) -> None:
         click.echo("The broker is not running; the device can connect once it is started.")
 
 
+@device.command("command")
+@click.argument("name")
+@click.argument("command_name", metavar="COMMAND")
+@click.argument("arguments", metavar="[KEY=VALUE]...", nargs=-1)
+@click.option("--site", "site_dir", type=SITE_DIR, required=True, help="The site directory.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.5, 3600), default=30.0, show_default=True,
+              help="Seconds to wait for the device's answer (and, for screenshot, its picture).")
+def command(name: str, command_name: str, arguments: tuple[str, ...], site_dir: Path, timeout_s: float) -> None:
+    """Send device NAME the command COMMAND (reload-content, restart, set-language language=en,
+    set-idle-timeout seconds=120, screenshot, ping …) and print its answer. Values are read as true/false,
+    numbers, or text. Exit status 1 if it failed or did not answer in time."""
+    # Here, not at the top: it reads the hub's database (sqlite-utils, the hub extra), which the other site,
+    # device and broker commands do without.
+    from broker.commands import CommandError, parse_args, send_command
+
+    loaded = _load(site_dir)
+    try:
+        args = parse_args(arguments)
+        reply = send_command(loaded, name, command_name, args, timeout_s=timeout_s)
+    except (CommandError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{'ok' if reply.ok else 'failed'}: {reply.detail}")
+    if reply.screenshot is not None:
+        click.echo(f"screenshot: {reply.screenshot}")
+    if not reply.ok:
+        raise SystemExit(1)
+
+
 @click.group()
 def broker() -> None:
     """The site's Mosquitto broker."""
@@ -138,6 +167,11 @@ def broker() -> None:
 def run(site_dir: Path, advertise: bool, interfaces: tuple[str, ...]) -> None:
     """Run Mosquitto in the foreground until SIGTERM or Ctrl-C, then stop it cleanly; rotate its log."""
     loaded = _load(site_dir)
+    try:
+        if refresh_acl(loaded):  # a site made by an older version: its ACL lacks this version's rules
+            click.echo(f"Updated {loaded.acl_file} to this version's access rules.")
+    except OSError as error:
+        raise click.ClickException(f"cannot update {loaded.acl_file}: {error}") from None
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:

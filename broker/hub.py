@@ -12,6 +12,10 @@ without bound: a round is bounded in bytes (`HubSettings.round_max_bytes`) as we
 device and in all (`QuarantineLimits`), and events whose times are far from the hub's clock are refused, so that
 retention finds every stored row.
 
+Screenshots (a device's answer to a `screenshot` command, on its own topic) are not events: the hub writes each
+as a file (`broker.screenshots`, bounded) and never stores it in its database; an invalid one is quarantined like
+any input.
+
 The hub's MQTT session is persistent (clean_session false), so the broker queues events while the hub
 restarts. That queue is bounded and can drop (see docs/hub.md); the devices' outboxes are what guarantees that
 nothing is lost.
@@ -41,11 +45,12 @@ from broker.hub_store import (
     QuarantineLimits,
     record_payload,
 )
+from broker.screenshots import ScreenshotLimits, ScreenshotStore
 from bus.config import ClientConfig
 from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol import topics
 from protocol.canonical import EventRecord, event_record, scan_events
-from protocol.codec import decode_event_message, decode_presence, encode_ack, encode_event
+from protocol.codec import decode_event_message, decode_presence, decode_screenshot, encode_ack, encode_event
 from protocol.errors import ContractError
 from protocol.events import DeviceStatus
 from protocol.ids import event_id_floor, format_instant, utc_now
@@ -81,6 +86,9 @@ class HubSettings:
     """Refuse an event whose `occurred_at`, or the instant in its `event_id`, is this long after the hub's clock."""
     quarantine_limits: QuarantineLimits = field(default_factory=QuarantineLimits)
     round_max_bytes: int = ROUND_MAX_BYTES
+    screenshots_dir: Path | None = None
+    """Where devices' screenshots are written (`SiteLayout.screenshots_dir`); None: the hub takes none."""
+    screenshot_limits: ScreenshotLimits = field(default_factory=ScreenshotLimits)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -225,12 +233,22 @@ class Hub:
         self.site_id = settings.config.site_id
         self.store = HubStore(settings.db_path, settings.quarantine_limits)
         broker = settings.config.broker
+        subscriptions = [(topics.all_devices(self.site_id, "events"), 1),
+                         (topics.all_devices(self.site_id, "status"), 1)]
+        self.screenshots: ScreenshotStore | None = None
+        if settings.screenshots_dir is not None:
+            self.screenshots = ScreenshotStore(settings.screenshots_dir, settings.screenshot_limits)
+            subscriptions.append((topics.all_devices(self.site_id, "screenshots"), 1))
         self.link = MqttLink(
             settings.config.client_id, settings.endpoint, Credentials(broker.username, broker.password),
-            clean_session=False,
-            subscriptions=[(topics.all_devices(self.site_id, "events"), 1),
-                           (topics.all_devices(self.site_id, "status"), 1)],
-            max_bytes_per_poll=settings.round_max_bytes)
+            clean_session=False, subscriptions=subscriptions, max_bytes_per_poll=settings.round_max_bytes)
+        # Devices the hub has seen (a status or an event): only those can have been asked for a screenshot.
+        self._known_devices = {row["device_id"] for row in self.store.devices()}
+        self.screenshots_saved = 0
+        self.screenshots_refused = 0
+        """Invalid screenshots: quarantined (within the quarantine's bounds) and counted, never written."""
+        self.screenshots_failed = 0
+        """Valid screenshots the disk would not take."""
         self.stored_total = self.store.count_events()
         self.quarantined_total = self.store.count_quarantined()
         self.quarantine_not_stored = sum(self.store.quarantine_not_stored().values())
@@ -275,6 +293,7 @@ class Hub:
             time.sleep(0.5)
             return []
         self._registry.written(sightings, now)
+        self._known_devices.update(batch.devices)
         if self.storage_error is not None:
             log.warning("hub: storing again after: %s", self.storage_error)
             self.storage_error = None
@@ -313,6 +332,32 @@ class Hub:
             self._collect_events(message, device_id, batch)
         elif topic.channel == "status":
             self._collect_presence(message, device_id, batch)
+        elif topic.channel == "screenshots" and self.screenshots is not None:
+            self._collect_screenshot(message, device_id, batch)
+
+    def _collect_screenshot(self, message: Received, device_id: str, batch: _Round) -> None:
+        """Write a valid screenshot at once (it is no part of the round's commit); quarantine an invalid one. The
+        device is the one of the topic, which the broker's ACL ties to its account: the payload names none."""
+        assert self.screenshots is not None
+        try:
+            screenshot = decode_screenshot(message.payload)
+            if device_id not in self._known_devices and device_id not in batch.devices:
+                raise ContractError("unknown_device", f"screenshot from {device_id}, a device this hub has never "
+                                    "seen (no status, no event)")
+        except ContractError as error:
+            self.screenshots_refused += 1
+            log.warning("hub: refused a screenshot on %s: %s", message.topic, error)
+            batch.quarantine(message.topic, message.payload, error, device_id)
+            return
+        try:
+            path = self.screenshots.save(device_id, screenshot)
+        except (OSError, ValueError) as error:
+            self.screenshots_failed += 1
+            log.error("hub: cannot write the screenshot %s of %s under %s: %s", screenshot.command_id, device_id,
+                      self.screenshots.root, error)
+            return
+        self.screenshots_saved += 1
+        log.info("hub: screenshot of %s for command %s saved as %s", device_id, screenshot.command_id, path)
 
     def _collect_events(self, message: Received, device_id: str, batch: _Round) -> None:
         records = scan_events(message.payload)
@@ -484,6 +529,8 @@ class Hub:
                    "stored_total": self.stored_total, "events_per_s": round(rate, 1),
                    "quarantined_total": self.quarantined_total, "devices_online": online,
                    "quarantine_not_stored": self.quarantine_not_stored, "storage_error": self.storage_error,
+                   "screenshots_saved": self.screenshots_saved, "screenshots_refused": self.screenshots_refused,
+                   "screenshots_failed": self.screenshots_failed,
                    "devices": [{key: row[key] for key in ("device_id", "kind", "state", "last_seen")}
                                for row in devices],
                    **self._activity}

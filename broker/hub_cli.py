@@ -111,7 +111,8 @@ def run_command(site_dir: Path, db_path: Path | None, retention_days: float, qua
                            certificate_warnings=lambda: certificate_warnings(site),
                            past_tolerance_days=past_tolerance_days, future_tolerance_days=future_tolerance_days,
                            quarantine_limits=QuarantineLimits(device_bytes=int(quarantine_device_mib * MIB),
-                                                              total_bytes=int(quarantine_total_mib * MIB)))
+                                                              total_bytes=int(quarantine_total_mib * MIB)),
+                           screenshots_dir=site.screenshots_dir)
     with contextlib.ExitStack() as held:
         _hold_hub_lock(site, held)
         stop = threading.Event()

@@ -23,6 +23,7 @@ or after the hub received them, whichever comes first (see `purge`), quarantine 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -448,3 +449,51 @@ class RecentActivity:
     occupancy: list[tuple[str, int, str]]
     events: int
     oldest: datetime | None
+
+
+# --- reading beside the running hub ---------------------------------------------------------------------------
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the hub's database, for a process beside the running hub (WAL lets it read
+    while the hub writes). sqlite3.Error if there is no database there."""
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+@dataclass(frozen=True)
+class StoredCommandResult:
+    """A `command.result` event as the hub stored it."""
+
+    event_id: str
+    device_id: str
+    command_id: str
+    command: str
+    ok: bool
+    detail: str
+    occurred_at: str
+
+
+def find_command_result(conn: sqlite3.Connection, device_id: str, command_id: str, *,
+                        created_after: datetime) -> StoredCommandResult | None:
+    """The first stored `command.result` of `device_id` answering `command_id`, among the events the device
+    created after `created_after` (by the instant in their time-ordered `event_id`, which bounds the search to a
+    range of the primary key: there is no index on type). A result from another device is never taken, whatever
+    its payload says."""
+    row = conn.execute(
+        "SELECT event_id, occurred_at, fields FROM events WHERE event_id >= ? AND type = 'command.result' "
+        "AND device_id = ? AND json_extract(fields, '$.command_id') = ? ORDER BY event_id LIMIT 1",
+        (event_id_floor(created_after), device_id, command_id)).fetchone()
+    if row is None:
+        return None
+    event_id, occurred_at, fields = row
+    own = json.loads(fields)
+    return StoredCommandResult(event_id, device_id, command_id, str(own["command"]), bool(own["ok"]),
+                               str(own["detail"]), occurred_at)
+
+
+def device_row(conn: sqlite3.Connection, device_id: str) -> dict[str, Any] | None:
+    """The registry's row of one device (kind, state, state_since, last_seen), or None if never seen."""
+    cursor = conn.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([column[0] for column in cursor.description], row, strict=True))

@@ -6,6 +6,11 @@
       publisher.toml         the MQTT account `museum content publish` announces packs with (0600; its own
                              account, because the broker's client id is the username and the hub's would be
                              taken over)
+      operator.toml          the MQTT account `museum device command` sends commands with (0600; made on its first
+                             use; its own account for the same reason, allowed to write the devices' commands
+                             topics and nothing else)
+      operator.lock          taken by `museum device command` while it is connected to the broker
+      screenshots/<device>/<command_id>.png   screenshots devices sent, the newest few per device (the hub)
       content/packs/<pack_id>-<version>.tar   published content packs, the newest few (`museum content serve`)
       hub/                   the hub's data (its SQLite store)
       devices/<id>.toml      one client configuration per enrolled device, to copy onto it (0600)
@@ -37,10 +42,20 @@ from bus.config import BrokerSettings, ClientConfig, OutboxSettings
 from protocol.codec import MAX_MESSAGE_BYTES
 from protocol.events import DEVICE_KINDS
 from protocol.fields import IDENTIFIER
-from protocol.topics import acks_topic, all_devices, commands_topic, content_topic, events_topic, status_topic
+from protocol.topics import (
+    acks_topic,
+    all_devices,
+    commands_topic,
+    content_topic,
+    events_topic,
+    screenshots_topic,
+    status_topic,
+)
 
 HUB_USERNAME = "hub"
 PUBLISHER_USERNAME = "publisher"
+OPERATOR_USERNAME = "operator"
+RESERVED_USERNAMES = (HUB_USERNAME, PUBLISHER_USERNAME, OPERATOR_USERNAME)
 DEFAULT_CONTENT_PORT = 8443
 DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 DEFAULT_AUTOSAVE_INTERVAL = 10
@@ -122,6 +137,24 @@ class SiteLayout:
     @property
     def publisher_config(self) -> Path:
         return self.root / "publisher.toml"
+
+    @property
+    def operator_config(self) -> Path:
+        return self.root / "operator.toml"
+
+    @property
+    def operator_lock_file(self) -> Path:
+        """Held by `museum device command` while it is connected: two connections of the one operator account
+        would take the session from each other."""
+        return self.root / "operator.lock"
+
+    @property
+    def screenshots_dir(self) -> Path:
+        """Where the hub writes the screenshots devices send: `<device_id>/<command_id>.png`, bounded."""
+        return self.root / "screenshots"
+
+    def screenshot_file(self, device_id: str, command_id: str) -> Path:
+        return self.screenshots_dir / device_id / f"{command_id}.png"
 
     @property
     def packs_dir(self) -> Path:
@@ -253,6 +286,51 @@ def ensure_publisher(site: Site) -> bool:
         return True
 
 
+def _create_operator(site: Site) -> None:
+    password = secrets.token_urlsafe(24)
+    _client_config(site, OPERATOR_USERNAME, password).save(site.operator_config)
+    passwords.set_password(site.password_file, OPERATOR_USERNAME, password)
+
+
+def ensure_operator(site: Site) -> bool:
+    """Make sure the operator account `museum device command` uses exists (it is made on first use) and that the
+    ACL has this version's rules (a site made by an older version lacks the screenshot rules), with a reload of a
+    running broker when anything changed. Under the site lock. True if anything changed (the broker may then
+    refuse the new account for the moment it takes to reload)."""
+    with exclusive_lock(site.lock_file):
+        created = False
+        if not site.operator_config.exists():
+            if OPERATOR_USERNAME in enrolled_devices(site):
+                raise ValueError(f"a device named {OPERATOR_USERNAME!r} is enrolled at site {site.site_id!r}: that "
+                                 "name is now the account `museum device command` uses; enroll the device anew "
+                                 "under another name and remove it from [devices] in site.toml")
+            _create_operator(site)
+            created = True
+        changed = _refresh_acl_locked(site)
+        if created and not changed:
+            reload_running(site)  # the new password must be read even though the ACL was already current
+        return created or changed
+
+
+def refresh_acl(site: Site) -> bool:
+    """Rewrite the ACL if it differs from what this version generates for the site (a site made by an older
+    version: e.g. without the screenshot rules), and make a running broker reload it. True if it was rewritten."""
+    with exclusive_lock(site.lock_file):
+        return _refresh_acl_locked(site)
+
+
+def _refresh_acl_locked(site: Site) -> bool:
+    wanted = acl_text(site.site_id, enrolled_devices(site))
+    try:
+        if site.acl_file.read_text(encoding="utf-8") == wanted:
+            return False
+    except FileNotFoundError:
+        pass
+    write_acl(site)
+    reload_running(site)
+    return True
+
+
 def load_site(root: Path) -> Site:
     """The site whose directory is `root` (as written by `init_site`)."""
     root = Path(root).absolute()
@@ -308,8 +386,9 @@ def enroll_device(site: Site, device_id: str, kind: str) -> Path:
     if not isinstance(device_id, str) or IDENTIFIER.match(device_id) is None:
         raise ValueError(f"device id {device_id!r} is not an identifier (lowercase letters, digits and '-', "
                          "at most 63, not starting with '-')")
-    if device_id in (HUB_USERNAME, PUBLISHER_USERNAME):
-        owner = "hub" if device_id == HUB_USERNAME else "content publisher"
+    if device_id in RESERVED_USERNAMES:
+        owner = {HUB_USERNAME: "hub", PUBLISHER_USERNAME: "content publisher",
+                 OPERATOR_USERNAME: "command sender (`museum device command`)"}[device_id]
         raise ValueError(f"device id {device_id!r} is reserved for the {owner}'s own MQTT account")
     # Two enrollments at once would each read the same site.toml and passwd and write back their own version,
     # and one device would vanish from them: the lock makes each read-modify-write whole.
@@ -380,10 +459,12 @@ def acl_text(site_id: str, devices: Iterable[str]) -> str:
         "# so edit the site (site.toml), not this file. Lines before the first `user` would apply to anonymous",
         "# clients: there are none, and anonymous clients are refused anyway.",
         "",
-        "# The hub reads every device's events and status, answers with acks and commands, owns the content.",
+        "# The hub reads every device's events, status and screenshots, answers with acks and commands, owns the",
+        "# content.",
         f"user {HUB_USERNAME}",
         f"topic read {all_devices(site_id, 'events')}",
         f"topic read {all_devices(site_id, 'status')}",
+        f"topic read {all_devices(site_id, 'screenshots')}",
         f"topic write {all_devices(site_id, 'acks')}",
         f"topic write {all_devices(site_id, 'commands')}",
         f"topic readwrite {content_topic(site_id)}",
@@ -391,6 +472,10 @@ def acl_text(site_id: str, devices: Iterable[str]) -> str:
         "# `museum content publish` announces content packs, and only that.",
         f"user {PUBLISHER_USERNAME}",
         f"topic readwrite {content_topic(site_id)}",
+        "",
+        "# `museum device command` sends commands to devices, and only that (their answers reach the hub).",
+        f"user {OPERATOR_USERNAME}",
+        f"topic write {all_devices(site_id, 'commands')}",
     ]
     for device_id in sorted(devices):
         lines += [
@@ -401,6 +486,7 @@ def acl_text(site_id: str, devices: Iterable[str]) -> str:
             f"topic readwrite {status_topic(site_id, device_id)}",
             f"topic read {commands_topic(site_id, device_id)}",
             f"topic read {acks_topic(site_id, device_id)}",
+            f"topic write {screenshots_topic(site_id, device_id)}",
             f"topic read {content_topic(site_id)}",
         ]
     return "\n".join(lines) + "\n"

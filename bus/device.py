@@ -43,11 +43,12 @@ from protocol.codec import (
     encode_batch,
     encode_event,
     encode_presence,
+    encode_screenshot,
 )
 from protocol.errors import ContractError
 from protocol.events import CommandResult, DeviceStatus, Event
 from protocol.ids import utc_now
-from protocol.messages import Command, ContentAnnouncement, Presence
+from protocol.messages import Command, ContentAnnouncement, Presence, Screenshot
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class DeviceClient:
         self._status_topic = topics.status_topic(self.site_id, self.device_id)
         self._acks_topic = topics.acks_topic(self.site_id, self.device_id)
         self._commands_topic = topics.commands_topic(self.site_id, self.device_id)
+        self._screenshots_topic = topics.screenshots_topic(self.site_id, self.device_id)
         self._content_topic = topics.content_topic(self.site_id)
         self._backoff = backoff
         self._refusal_backoff = refusal_backoff
@@ -195,6 +197,29 @@ class DeviceClient:
         if self._idle and self._link is not None:
             self._idle = False
             self._link.wake()
+
+    def send_screenshot(self, command_id: str, png: bytes) -> None:
+        """Publish a PNG of the screen (QoS 1) on this device's screenshots topic, for the `screenshot` command
+        `command_id`. Call it from the `on_command` handler, which runs on the worker thread that owns the MQTT
+        link; the handler's answer then follows as the usual `command.result` event.
+
+        A screenshot never enters the outbox: a picture of a screen is worth something only now, and a backlog of
+        them would crowd out the events. So it is sent once, over the link as it is: ValueError if `png` is not a
+        PNG or is over `protocol.codec.MAX_SCREENSHOT_PNG_BYTES`, ConnectionError if the device is not connected
+        to the broker (the handler's exception then becomes the command's failed result), RuntimeError if called
+        from another thread."""
+        link = self._link
+        if link is None or self._thread is None:
+            raise RuntimeError(f"{self.device_id}: send_screenshot before start()")
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError(f"{self.device_id}: send_screenshot must be called from the on_command handler (the "
+                               "device's worker thread, which owns the MQTT link)")
+        try:
+            frame = encode_screenshot(Screenshot(command_id, utc_now(), png))
+        except ContractError as error:
+            raise ValueError(f"{self.device_id}: cannot send this screenshot: {error.detail}") from None
+        if not link.publish(self._screenshots_topic, frame, qos=1):
+            raise ConnectionError(f"{self.device_id}: not connected to the broker; the screenshot was not sent")
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 

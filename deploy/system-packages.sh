@@ -8,12 +8,25 @@ set -euo pipefail
 needed=(
   "mosquitto:mosquitto"
   "python3-venv:python3-venv"
+  # The kiosk (Kivy renders through EGL/GLES on Mesa, offscreen when no display is set) and its QR checks.
+  "lib:libEGL.so.1:libegl1"
+  "lib:libGLESv2.so.2:libgles2"
+  "lib:libgbm.so.1:libgbm1"
+  "lib:libmtdev.so.1:libmtdev1"
+  "lib:libzbar.so.0:libzbar0"
+  "file:/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so|/usr/lib/aarch64-linux-gnu/dri/swrast_dri.so:libgl1-mesa-dri"
 )
 
 missing=()
 for entry in "${needed[@]}"; do
   probe=${entry%%:*} package=${entry##*:}
   case "$probe" in
+    lib) library=${entry#lib:}; library=${library%%:*}
+         /sbin/ldconfig -p 2>/dev/null | grep -q "$library" || missing+=("$package") ;;
+    file) files=${entry#file:}; files=${files%:*}; found=no
+          IFS='|' read -ra candidates <<<"$files"
+          for candidate in "${candidates[@]}"; do [ -e "$candidate" ] && found=yes; done
+          [ "$found" = yes ] || missing+=("$package") ;;
     python3-venv) python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("$package") ;;
     *) command -v "$probe" >/dev/null 2>&1 || [ -x "/usr/sbin/$probe" ] || missing+=("$package") ;;
   esac

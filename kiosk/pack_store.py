@@ -69,7 +69,14 @@ class PackStore:
         self.keep_old = keep_old
         self.root.mkdir(parents=True, exist_ok=True)
         self.downloads.mkdir(exist_ok=True)
+        self._pinned: frozenset[str] = frozenset()
         self._clear_leftovers()
+
+    def pin(self, *folders: Path | None) -> None:
+        """Never prune these pack folders (replacing the previous pins). The pack on screen is not always
+        `current`: one installed during a visit is shown only once the kiosk is idle, and the app pins the one
+        it shows (and the one waiting) so that more installs meanwhile cannot delete it. Any thread."""
+        self._pinned = frozenset(Path(folder).name for folder in folders if folder is not None)
 
     @property
     def downloads(self) -> Path:
@@ -114,9 +121,10 @@ class PackStore:
             final = self.root / name
             if self._current_name() == name:
                 return InstalledPack(pack.museum, final)  # already shown: nothing to switch
-            if final.exists():  # an older copy of the same name, not shown: the verified new one wins
-                shutil.rmtree(final)
-            os.rename(staging, final)
+            if not (name in self._pinned and final.is_dir()):  # a pinned one is on screen: the same pack, kept
+                if final.exists():  # an older copy of the same name, not shown: the verified new one wins
+                    shutil.rmtree(final)
+                os.rename(staging, final)
             os.utime(final)  # its age among the old packs counts from when it was installed
             self._switch(name)
         finally:
@@ -148,7 +156,8 @@ class PackStore:
 
     def _prune(self) -> None:
         current = self._current_name()
-        old = [folder for folder in self.installed() if folder.name != current]
+        pinned = self._pinned
+        old = [folder for folder in self.installed() if folder.name != current and folder.name not in pinned]
         for folder in old[self.keep_old:]:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -8,13 +8,15 @@ from collections.abc import Iterable
 
 import click
 
-ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "content.cli", "demo.cli", "protocol.cli")
+ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "content.cli", "kiosk.cli", "demo.cli", "protocol.cli")
 
 OPTIONAL_MODULES = {
     "sqlite_utils": "hub",
     "cryptography": "hub",
     "kivy": "kiosk",
     "requests": "kiosk",
+    "segno": "kiosk",
+    "ffpyplayer": "kiosk",
     "bleak": "gateway",
     "pyzbar": "gateway",
     "fastapi": "api",
@@ -27,6 +29,7 @@ ROLE_DESCRIPTIONS = {
     "broker.cli": "site, device and broker commands",
     "broker.hub_cli": "hub commands",
     "content.cli": "content pack commands",
+    "kiosk.cli": "kiosk commands",
     "demo.cli": "demo and simulate commands",
     "protocol.cli": "docs commands",
 }

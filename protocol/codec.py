@@ -6,6 +6,9 @@ a precise `detail`. A `schema_version` newer than this build knows is refused, n
 
 Events travel one per MQTT message, or, when a device has a backlog, many per message in a batch envelope
 `{"batch": [event, event, …]}`. In a batch each event stands or falls alone.
+
+A screenshot is the one binary frame: a strict JSON header on one line, a newline, then the PNG bytes (see
+`protocol.messages.Screenshot`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from protocol.errors import ContractError
 from protocol.events import COMMON_FIELDS, EVENT_TYPES, Event
 from protocol.fields import IDENTIFIER, KIND, UUID, VERSION
 from protocol.ids import UUID7, format_instant, is_event_id, parse_instant
-from protocol.messages import Ack, ArgValue, Command, ContentAnnouncement, Presence, Rejection
+from protocol.messages import Ack, ArgValue, Command, ContentAnnouncement, Presence, Rejection, Screenshot
 
 MAX_MESSAGE_BYTES = 512 * 1024
 """Largest MQTT payload a receiver parses. Devices size their batch envelopes below it."""
@@ -35,6 +38,16 @@ MAX_BATCH_EVENTS = 2000
 MAX_URL_LENGTH = 2048
 MAX_ANNOUNCED_PACK_BYTES = 4 * 1024 * 1024 * 1024
 """Largest pack size an announcement may state: well above any valid pack, so a device never reserves more."""
+
+MAX_SCREENSHOT_HEADER_BYTES = 256
+"""Largest JSON header line of a screenshot frame, its newline included (a real one is about 110 bytes)."""
+MAX_SCREENSHOT_PNG_BYTES = MAX_MESSAGE_BYTES - MAX_SCREENSHOT_HEADER_BYTES
+"""Largest PNG a screenshot frame carries, so that the whole frame stays within `MAX_MESSAGE_BYTES` (the broker's
+`message_size_limit`). A full-resolution kiosk screen full of pictures can be larger: scale it down first."""
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR = b"\x00\x00\x00\x0dIHDR"  # the first chunk of every PNG: 13 bytes of header
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every PNG, CRC included: always these bytes
 
 
 @dataclass(frozen=True)
@@ -293,8 +306,9 @@ def decode_event_message(payload: bytes) -> DecodedMessage:
 
 # --- other messages ---------------------------------------------------------------------------------------
 
-def _object(payload: bytes, what: str, allowed: set[str], required: set[str] | None = None) -> dict[str, Any]:
-    obj = loads_strict(payload, limit=MAX_MESSAGE_BYTES)
+def _object(payload: bytes, what: str, allowed: set[str], required: set[str] | None = None, *,
+            limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    obj = loads_strict(payload, limit=limit)
     if not isinstance(obj, dict):
         raise ContractError("not_an_object", f"{what} must be a JSON object")
     required = allowed if required is None else required
@@ -419,7 +433,65 @@ def decode_content(payload: bytes) -> ContentAnnouncement:
                                sha, _instant(obj, "announced_at", what), _pack_url(obj, what), size)
 
 
-__all__ = ["MAX_ANNOUNCED_PACK_BYTES", "MAX_MESSAGE_BYTES", "MAX_URL_LENGTH", "ContractError", "DecodedMessage",
-           "RejectedEvent", "decode_ack", "decode_command", "decode_content", "decode_event",
-           "decode_event_message", "decode_presence", "dumps_strict", "encode_ack", "encode_batch", "encode_command",
-           "encode_content", "encode_event", "encode_presence", "event_from_dict", "event_to_dict", "loads_strict"]
+def check_png(data: bytes) -> None:
+    """Raise ContractError("not_png") unless `data` is shaped like a whole PNG file: the signature, an IHDR chunk
+    first and the IEND chunk last (so a truncated file is refused too). Pixels are not decoded."""
+    if not isinstance(data, bytes | bytearray):
+        raise ContractError("not_png", f"expected PNG bytes, got {type(data).__name__}")
+    if not data.startswith(PNG_SIGNATURE):
+        raise ContractError("not_png", f"does not start with the PNG signature (starts with {bytes(data[:8])!r})")
+    if data[8:16] != _PNG_IHDR or len(data) < len(PNG_SIGNATURE) + 25 + len(_PNG_IEND):
+        raise ContractError("not_png", "the PNG signature is not followed by an IHDR chunk")
+    if not data.endswith(_PNG_IEND):
+        raise ContractError("not_png", "the PNG does not end with an IEND chunk (truncated?)")
+
+
+def encode_screenshot(screenshot: Screenshot) -> bytes:
+    """The screenshot frame; ContractError if the PNG is not one or is over `MAX_SCREENSHOT_PNG_BYTES`."""
+    png = screenshot.png
+    check_png(png)
+    if len(png) > MAX_SCREENSHOT_PNG_BYTES:
+        raise ContractError("too_large", f"a {len(png)}-byte PNG exceeds the {MAX_SCREENSHOT_PNG_BYTES}-byte limit "
+                            "of a screenshot; scale the picture down")
+    if not isinstance(screenshot.command_id, str) or UUID.match(screenshot.command_id) is None:
+        raise ContractError("invalid_field", f"screenshot: command_id is not valid: {screenshot.command_id!r:.80}")
+    header = dumps_strict({"command_id": screenshot.command_id, "taken_at": format_instant(screenshot.taken_at),
+                           "png_bytes": len(png)})
+    return header + b"\n" + bytes(png)
+
+
+def decode_screenshot(payload: bytes) -> Screenshot:
+    """A screenshot frame, or ContractError: `too_large`, `invalid_frame` (no header line, or a length that
+    differs from the header's), the header's own errors, `not_png`."""
+    what = "screenshot"
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ContractError("invalid_frame", f"expected bytes, got {type(payload).__name__}")
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ContractError("too_large", f"{len(payload)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    frame = bytes(payload)
+    end = frame.find(b"\n", 0, MAX_SCREENSHOT_HEADER_BYTES) if frame.startswith(b"{") else -1
+    if end < 0:
+        raise ContractError("invalid_frame", f"a {what} starts with a JSON header line of at most "
+                            f"{MAX_SCREENSHOT_HEADER_BYTES} bytes, then the PNG; this one does not")
+    obj = _object(frame[:end], f"{what} header", {"command_id", "taken_at", "png_bytes"},
+                  limit=MAX_SCREENSHOT_HEADER_BYTES)
+    declared = obj["png_bytes"]
+    if isinstance(declared, bool) or not isinstance(declared, int) or not 0 < declared <= MAX_SCREENSHOT_PNG_BYTES:
+        raise ContractError("invalid_field", f"{what} header: png_bytes must be an integer from 1 to "
+                                             f"{MAX_SCREENSHOT_PNG_BYTES}, got {str(declared)[:40]!r}")
+    png = frame[end + 1:]
+    if len(png) != declared:
+        raise ContractError("invalid_frame", f"the {what} header announces {declared} PNG bytes, the frame carries "
+                                             f"{len(png)}")
+    command_id = _text(obj, "command_id", f"{what} header", UUID)
+    taken_at = _instant(obj, "taken_at", f"{what} header")
+    check_png(png)
+    return Screenshot(command_id, taken_at, png)
+
+
+__all__ = ["MAX_ANNOUNCED_PACK_BYTES", "MAX_MESSAGE_BYTES", "MAX_SCREENSHOT_HEADER_BYTES", "MAX_SCREENSHOT_PNG_BYTES",
+           "MAX_URL_LENGTH", "PNG_SIGNATURE", "ContractError", "DecodedMessage", "RejectedEvent", "check_png",
+           "decode_ack", "decode_command", "decode_content", "decode_event", "decode_event_message",
+           "decode_presence", "decode_screenshot", "dumps_strict", "encode_ack", "encode_batch", "encode_command",
+           "encode_content", "encode_event", "encode_presence", "encode_screenshot", "event_from_dict",
+           "event_to_dict", "loads_strict"]

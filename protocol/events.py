@@ -307,6 +307,17 @@ class ContentPackApplied(Event):
     items: int = f.count("Number of artworks in the pack.")
 
 
+@event_type("content.pack_refused", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class ContentPackRefused(Event):
+    """A device refused a content pack announced by the hub (failed download verification or validation); it
+    keeps showing its last good pack."""
+
+    pack_id: str = f.identifier("The content pack refused.")
+    pack_version: str = f.version("Its version.")
+    reason: str = f.text("Why it was refused, for staff.", max_length=500)
+
+
 @event_type("command.result", visit="forbidden")
 @dataclass(frozen=True, kw_only=True)
 class CommandResult(Event):

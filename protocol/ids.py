@@ -7,6 +7,8 @@ random part, so the ids one process creates are strictly increasing: a device's 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 import re
 import secrets
@@ -74,6 +76,26 @@ def event_id_time(event_id: str) -> datetime:
 def new_visit_id() -> str:
     """A pseudonymous visit token: 128 random bits, URL-safe, never derived from a person."""
     return secrets.token_urlsafe(16)
+
+
+_VISIT_ID_CONTEXT = b"museum-visit-v1\x00"
+
+
+def visit_id_for(token: str) -> str:
+    """The `visit_id` stored for a take-home token: base64url(SHA-256("museum-visit-v1" NUL token)), unpadded.
+
+    The token (`new_visit_id()`) is a capability: whoever holds it opens the visitor's page at
+    `{companion_base_url}/v/{token}`. It lives only in the kiosk's memory during the session and in the QR code.
+    Every event, outbox, hub and upstream store keeps this derivation instead, which cannot be turned back into
+    the token (SHA-256 is one-way and the token has 128 random bits, too many to guess), so a reader of any store
+    cannot build the URL. The companion service computes the same derivation from the URL it is given to find
+    the visit's events. The context prefix keeps these hashes apart from any other use of SHA-256 on the token;
+    changing it (v2) would orphan every stored visit. The result is 43 characters and matches VISIT_ID.
+    """
+    if not isinstance(token, str) or not token:
+        raise ValueError("a visit token must be a non-empty string")
+    digest = hashlib.sha256(_VISIT_ID_CONTEXT + token.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def is_visit_id(value: object) -> bool:

@@ -1,7 +1,8 @@
-"""Messages that are not events: presence, acknowledgements, commands, content announcements.
+"""Messages that are not events: presence, acknowledgements, commands, content announcements, screenshots.
 
 They travel on their own topics (see `protocol.topics`) and are encoded by `protocol.codec` like events:
-strict JSON objects with exactly the fields below.
+strict JSON objects with exactly the fields below. A screenshot is the one binary message: a one-line JSON header,
+then the PNG bytes.
 """
 
 from __future__ import annotations
@@ -65,3 +66,15 @@ class ContentAnnouncement:
     announced_at: datetime
     url: str
     size: int
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """A device's PNG picture of its screen, sent in answer to a `screenshot` command on the device's own
+    screenshots topic, never with its events. The frame is a one-line strict JSON header `{"command_id",
+    "taken_at", "png_bytes"}`, a newline, then exactly `png_bytes` bytes of PNG (signature, IHDR first, IEND last),
+    at most `MAX_MESSAGE_BYTES` in all. Who sent it is the device segment of the topic, never the payload."""
+
+    command_id: str
+    taken_at: datetime
+    png: bytes = field(repr=False)

@@ -26,7 +26,7 @@ from protocol.errors import ContractError
 from protocol.events import COMMON_FIELDS, EVENT_TYPES, Event
 from protocol.fields import IDENTIFIER, Spec
 from protocol.ids import event_id_time, format_instant
-from protocol.messages import Ack, Command, ContentAnnouncement, Presence, Rejection
+from protocol.messages import Ack, Command, ContentAnnouncement, Presence, Rejection, Screenshot
 
 EXAMPLE_EVENT_ID = "01890a5d-ac96-7b2c-8f3e-000000000001"
 # The example instant is the one the example event_id encodes, so the two never contradict each other.
@@ -60,6 +60,7 @@ _EXAMPLE_HINTS: dict[str, Any] = {
     "items": 48,
     "command": "reload-content",
     "detail": "Content pack spring-2026 reloaded.",
+    "reason": "media/water-lilies.jpg: SHA-256 differs from the manifest",
 }
 
 _COMMON_NOTES = {
@@ -100,6 +101,10 @@ ERROR_CODES: dict[str, str] = {
                                   "accepted.",
     "invalid_field": "A field holds a value its specification refuses: wrong JSON type, out of range, wrong "
                      "format, or a `visit_id` against the type's policy.",
+    "invalid_frame": "A screenshot frame is not a JSON header line (at most "
+                     f"{codec.MAX_SCREENSHOT_HEADER_BYTES} bytes) followed by exactly the PNG bytes it announces.",
+    "not_png": "A screenshot's image is not a whole PNG file: no PNG signature, no IHDR chunk first, or no IEND "
+               "chunk last (truncated).",
     "invalid_topic": "A topic is not part of the scheme: wrong root or version, wrong depth, unknown channel, "
                      "or a site or device segment that is not an identifier.",
 }
@@ -111,6 +116,8 @@ HUB_ERROR_CODES: dict[str, str] = {
     "time_out_of_range": "The event's `occurred_at`, or the instant in its `event_id`, is further from the hub's "
                          "clock than it accepts (by default 35 days before, 1 day after): the device's clock is "
                          "wrong, or the event was kept too long.",
+    "unknown_device": "A screenshot came on the topic of a device the hub has never seen (no status, no event): "
+                      "only a device that is connected, hence known, can have been asked for one.",
     "event_id_conflict": "Another device's event with this `event_id` is already stored: ids are made by each "
                          "device (`new_event_id`), so this one was copied or forged.",
 }
@@ -356,13 +363,35 @@ def _message_examples() -> list[tuple[type, str, bytes]]:
     return [(cls, topic, encode()) for cls, topic, encode in encoders]
 
 
+def _screenshot() -> list[str]:
+    """The binary frame: its header shown as JSON, the PNG part described (it is not text)."""
+    command_id = str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "museum-platform:command_id"))
+    png_bytes = 48_213
+    frame = codec.encode_screenshot(Screenshot(command_id, EXAMPLE_INSTANT, _example_png(png_bytes)))
+    header = frame[:frame.index(b"\n")]
+    keys = ", ".join(f"`{field.name}`" for field in dataclasses.fields(Screenshot))
+    return [f"### {Screenshot.__name__}", "", *_doc_markdown(Screenshot.__doc__),
+            f"Topic (example): `{topics.screenshots_topic(EXAMPLE_SITE, _DEFAULT_DEVICE)}`", "",
+            f"Fields: {keys}.", "",
+            f"Limits: the header line at most `MAX_SCREENSHOT_HEADER_BYTES` ({codec.MAX_SCREENSHOT_HEADER_BYTES} "
+            f"bytes), the PNG at most `MAX_SCREENSHOT_PNG_BYTES` ({codec.MAX_SCREENSHOT_PNG_BYTES} bytes).", "",
+            "Example header line (then a newline and the PNG's bytes):", "", *_json_block(header), ""]
+
+
+def _example_png(size: int) -> bytes:
+    """Bytes shaped like a PNG of `size` bytes (signature, IHDR, filler, IEND): enough for the frame's header."""
+    head = codec.PNG_SIGNATURE + b"\x00\x00\x00\x0dIHDR" + bytes(17)
+    tail = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    return head + bytes(size - len(head) - len(tail)) + tail
+
+
 def _messages() -> list[str]:
     lines = ["## Other messages", "", *_doc_markdown(messages.__doc__)]
     for cls, topic, payload in _message_examples():
         keys = ", ".join(f"`{field.name}`" for field in dataclasses.fields(cls))
         lines += [f"### {cls.__name__}", "", *_doc_markdown(cls.__doc__), f"Topic (example): `{topic}`", "",
                   f"Fields: {keys}.", "", "Example:", "", *_json_block(payload), ""]
-    return lines
+    return lines + _screenshot()
 
 
 def _errors() -> list[str]:

@@ -1,10 +1,11 @@
 """The topic scheme, version 1.
 
-    museum/v1/{site}/devices/{device}/events     device → hub   events, one per message or a batch envelope (QoS 1)
-    museum/v1/{site}/devices/{device}/status     device → all   retained presence; the MQTT will sets "offline"
-    museum/v1/{site}/devices/{device}/commands   hub → device   commands (QoS 1)
-    museum/v1/{site}/devices/{device}/acks       hub → device   which events the hub has committed (QoS 1)
-    museum/v1/{site}/content                     hub → all      retained announcement of the current content pack
+    museum/v1/{site}/devices/{device}/events       device → hub   events, one per message or a batch envelope (QoS 1)
+    museum/v1/{site}/devices/{device}/status       device → all   retained presence; the MQTT will sets "offline"
+    museum/v1/{site}/devices/{device}/commands     site → device  commands (QoS 1), sent by `museum device command`
+    museum/v1/{site}/devices/{device}/acks         hub → device   which events the hub has committed (QoS 1)
+    museum/v1/{site}/devices/{device}/screenshots  device → hub   a PNG answering a `screenshot` command (QoS 1)
+    museum/v1/{site}/content                       hub → all      retained announcement of the current content pack
 
 The device segment equals the device's MQTT username, which is how the broker's ACL confines each device to
 its own topics.
@@ -20,8 +21,8 @@ from protocol.fields import IDENTIFIER
 
 ROOT = "museum"
 VERSION = "v1"
-DeviceChannel = Literal["events", "status", "commands", "acks"]
-DEVICE_CHANNELS: tuple[DeviceChannel, ...] = ("events", "status", "commands", "acks")
+DeviceChannel = Literal["events", "status", "commands", "acks", "screenshots"]
+DEVICE_CHANNELS: tuple[DeviceChannel, ...] = ("events", "status", "commands", "acks", "screenshots")
 
 
 def _check_id(kind: str, value: str) -> str:
@@ -51,6 +52,10 @@ def commands_topic(site_id: str, device_id: str) -> str:
 
 def acks_topic(site_id: str, device_id: str) -> str:
     return device_topic(site_id, device_id, "acks")
+
+
+def screenshots_topic(site_id: str, device_id: str) -> str:
+    return device_topic(site_id, device_id, "screenshots")
 
 
 def content_topic(site_id: str) -> str:

@@ -5,6 +5,10 @@
     def test_y(site, broker): ...                      # init_site keyword arguments through indirect params
     def test_z(make_site, make_broker):
         small = make_site(max_queued_messages=5); process = make_broker(small)
+
+And the kiosk's one Kivy window (Kivy makes one per process), shared by every test module that renders it:
+`harness` (a kiosk.ui.KioskHarness; each test `reset`s it with its own controller), on the sample content pack
+(`sample_pack`, built once to `sample_pack_file`).
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import free_ports
 
 from broker.mosquitto import MosquittoProcess
 from broker.site import Site, init_site
+
+if TYPE_CHECKING:
+    from kiosk.pack_store import InstalledPack
 
 LEFT_BEHIND = "museum-*"
 
@@ -122,3 +129,44 @@ def make_broker() -> Iterator[Callable[[Site], MosquittoProcess]]:
 @pytest.fixture
 def broker(site: Site, make_broker: Callable[[Site], MosquittoProcess]) -> MosquittoProcess:
     return make_broker(site)
+
+
+# --- the kiosk's one Kivy window ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kiosk_work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kiosk-ui")
+
+
+@pytest.fixture(scope="session")
+def sample_pack_file(kiosk_work_dir: Path) -> Path:
+    """The sample museum built as a content pack (the archive, as `museum content build` writes it)."""
+    from content.pack import build_pack
+    from content.sample import SAMPLE_MUSEUM_PATH
+
+    path = kiosk_work_dir / "sample.pack"
+    build_pack(SAMPLE_MUSEUM_PATH.parent, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_pack(kiosk_work_dir: Path, sample_pack_file: Path) -> InstalledPack:
+    from kiosk.pack_store import PackStore
+
+    return PackStore(kiosk_work_dir / "packs").install(sample_pack_file)
+
+
+@pytest.fixture(scope="session")
+def harness(kiosk_work_dir: Path, sample_pack: InstalledPack) -> Iterator[Any]:
+    """The window, offscreen, driven frame by frame; Kivy is imported only here, when a test needs it."""
+    if os.environ.get("KIVY_GL_BACKEND") == "mock":
+        pytest.fail("KIVY_GL_BACKEND=mock: Kivy would render nothing and these tests would prove nothing")
+    from kiosk.controller import KioskController
+    from kiosk.ui import KioskHarness
+
+    controller = KioskController(emit=lambda *_args, **_fields: None, companion_base_url="https://visit.example.org")
+    controller.show_pack(sample_pack)
+    driver = KioskHarness(controller, state_dir=kiosk_work_dir / "state")
+    yield driver
+    driver.close()

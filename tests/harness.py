@@ -78,7 +78,8 @@ class HubThread:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.stop_event = threading.Event()
-        settings = HubSettings(ClientConfig.load(site.hub_config), site.hub_database, site.hub_stats_file)
+        settings = HubSettings(ClientConfig.load(site.hub_config), site.hub_database, site.hub_stats_file,
+                               screenshots_dir=site.screenshots_dir)
         self.hub = Hub(settings)
         self.thread = threading.Thread(target=self.hub.run, args=(self.stop_event,), daemon=True)
 

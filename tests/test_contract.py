@@ -575,7 +575,8 @@ def test_events_are_frozen() -> None:
 # --- topics -----------------------------------------------------------------------------------------------
 
 NAMED_BUILDERS = {"events": topics.events_topic, "status": topics.status_topic,
-                  "commands": topics.commands_topic, "acks": topics.acks_topic}
+                  "commands": topics.commands_topic, "acks": topics.acks_topic,
+                  "screenshots": topics.screenshots_topic}
 
 
 @pytest.mark.parametrize("channel", topics.DEVICE_CHANNELS)

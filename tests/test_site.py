@@ -279,15 +279,17 @@ def test_acl_confines_hub_and_each_device(site: Site) -> None:
     device_rules = {
         d: {("write", f"{base}/devices/{d}/events"), ("readwrite", f"{base}/devices/{d}/status"),
             ("read", f"{base}/devices/{d}/commands"), ("read", f"{base}/devices/{d}/acks"),
-            ("read", f"{base}/content")}
+            ("read", f"{base}/content"), ("write", f"{base}/devices/{d}/screenshots")}
         for d in ("kiosk-01", "gw-02")
     }
     assert acl_rules(site.acl_file.read_text()) == {
         None: set(),
         "hub": {("read", f"{base}/devices/+/events"), ("read", f"{base}/devices/+/status"),
+                ("read", f"{base}/devices/+/screenshots"),
                 ("write", f"{base}/devices/+/acks"), ("write", f"{base}/devices/+/commands"),
                 ("readwrite", f"{base}/content")},
         "publisher": {("readwrite", f"{base}/content")},
+        "operator": {("write", f"{base}/devices/+/commands")},
         **device_rules,
     }
 
@@ -295,7 +297,7 @@ def test_acl_confines_hub_and_each_device(site: Site) -> None:
 def test_acl_is_rebuilt_from_the_site_not_appended(site: Site) -> None:
     site.acl_file.write_text("user intruder\ntopic readwrite #\n")
     enroll_device(site, "kiosk-01", "kiosk")
-    assert set(acl_rules(site.acl_file.read_text())) == {None, "hub", "publisher", "kiosk-01"}
+    assert set(acl_rules(site.acl_file.read_text())) == {None, "hub", "publisher", "operator", "kiosk-01"}
 
 
 def test_password_file_holds_the_hub_and_enrolled_devices(site: Site) -> None:
