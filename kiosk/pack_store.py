@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 CURRENT = "current"
 DOWNLOADS = "downloads"
+REPORTED = "reported"
+"""The name (`<pack_id>-<version>`) of the last pack the kiosk reported as shown (`content.pack_applied`)."""
 KEEP_OLD = 1
 """Old packs kept besides the current one: the previous pack stays until a newer one has been shown."""
 
@@ -77,6 +79,19 @@ class PackStore:
         `current`: one installed during a visit is shown only once the kiosk is idle, and the app pins the one
         it shows (and the one waiting) so that more installs meanwhile cannot delete it. Any thread."""
         self._pinned = frozenset(Path(folder).name for folder in folders if folder is not None)
+
+    def reported(self) -> str | None:
+        """The pack last reported as shown, or None."""
+        try:
+            return (self.root / REPORTED).read_text("ascii").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def mark_reported(self, pack: InstalledPack) -> None:
+        """Remember that `content.pack_applied` was recorded for `pack` (a few bytes, once per pack)."""
+        temporary = self.root / f".{REPORTED}-{uuid.uuid4().hex}"
+        temporary.write_text(f"{pack.path.name}\n", "ascii")
+        os.replace(temporary, self.root / REPORTED)
 
     @property
     def downloads(self) -> Path:
@@ -164,7 +179,7 @@ class PackStore:
     def _clear_leftovers(self) -> None:
         # What a crash mid-install leaves: half-unpacked folders and unswitched links, never shown.
         for path in self.root.iterdir():
-            if path.name.startswith(_LINK_PREFIX):
+            if path.name.startswith((_LINK_PREFIX, f".{REPORTED}-")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             elif path.name.startswith((_STAGING_PREFIX, f".{_STAGING_PREFIX}")) and path.is_dir():

@@ -27,7 +27,7 @@ from kiosk.event_writer import EventWriter
 from kiosk.pack_store import InstalledPack, PackStore
 from kiosk.pack_updates import PackUpdater, UpdateOutcome
 from kiosk.settings import KioskSettings
-from protocol.events import ContentPackRefused, Event
+from protocol.events import ContentPackApplied, ContentPackRefused, Event
 from protocol.messages import ContentAnnouncement
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class KioskRuntime:
         self._stopped = False
         self._installed: InstalledPack | None = None  # the latest pack installed, not yet handed to the controller
         self._refused: ContentAnnouncement | None = None
+        self._reported: str | None = self.store.reported()
         self._forced: ContentAnnouncement | None = None
         self._pack_thread: threading.Thread | None = None
 
@@ -98,6 +99,11 @@ class KioskRuntime:
         self.store.pin(current.path if current is not None else None)
         self._ui_call(lambda: self.controller.show_pack(current))
         self.writer.start()
+        if current is not None and self._reported != current.path.name:
+            # Installed during a visit, and the kiosk stopped before the visit ended: shown only now.
+            self.writer.record(ContentPackApplied, pack_id=current.pack_id, pack_version=str(current.pack_version),
+                               items=len(current.museum.artworks))
+            self._note_reported(current)
         self._pack_thread = threading.Thread(target=self._pack_worker, name="kiosk-packs", daemon=True)
         self._pack_thread.start()
 
@@ -200,6 +206,16 @@ class KioskRuntime:
 
     def _view_changed(self, _view: View) -> None:
         self._pin()
+        shown = self.controller.shown_pack
+        if shown is not None and shown.path.name != self._reported:
+            self._note_reported(shown)  # the controller recorded content.pack_applied when it showed it
+
+    def _note_reported(self, pack: InstalledPack) -> None:
+        self._reported = pack.path.name
+        try:
+            self.store.mark_reported(pack)
+        except OSError as error:  # at worst the next start reports this pack once more
+            log.warning("kiosk: cannot note that %s was reported: %s", pack.path.name, error)
 
     def _pin(self) -> None:
         shown, pending = self.controller.shown_pack, self.controller.pending_pack

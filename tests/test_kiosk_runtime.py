@@ -67,7 +67,9 @@ class Kiosk:
         self.site = site
         self.ui = UiQueue()
         self.recorded: list[Event] = []
-        config = device_config(site, DEVICE)
+        enrolled = site.device_config(DEVICE)
+        config = (ClientConfig.load(enrolled).with_broker(discover=False) if enrolled.exists()
+                  else device_config(site, DEVICE))  # a second start of the same kiosk
         settings = replace(KioskSettings.from_config(config, site.device_config(DEVICE)), packs_dir=tmp / "packs")
         self.runtime = KioskRuntime(config, settings, ui_call=self.ui, capture_png=capture_png,
                                     tuning=DeliveryTuning(gather_s=0.05), on_recorded=self.recorded.append)
@@ -198,7 +200,8 @@ def test_a_visit_on_a_fresh_kiosk_reaches_the_hub_event_for_event(make_kiosk, pu
 
 def test_a_pack_published_during_a_visit_is_shown_once_the_visit_ends(make_kiosk, publisher, site,
                                                                       tmp_path) -> None:
-    PackStore(tmp_path / "packs").install(publisher.pack(3))  # the last good pack, from before a restart
+    store = PackStore(tmp_path / "packs")
+    store.mark_reported(store.install(publisher.pack(3)))  # the last good pack, shown before a restart
     kiosk = make_kiosk()
     controller = kiosk.controller
     kiosk.runtime.start()
@@ -225,6 +228,29 @@ def test_a_pack_published_during_a_visit_is_shown_once_the_visit_ends(make_kiosk
     assert kiosk.wait(lambda: stored_of(site, "content.pack_applied"))
     assert [fields["pack_version"] for fields in stored_of(site, "content.pack_applied")] == ["5"]
     assert kiosk.wait(lambda: stored_of(site, "kiosk.session_ended"))
+
+
+def test_a_pack_installed_but_never_shown_is_reported_at_the_next_start(make_kiosk, publisher, site,
+                                                                         tmp_path) -> None:
+    # What a kiosk stopped during a visit leaves: the new pack is `current` but was never on screen.
+    store = PackStore(tmp_path / "packs")
+    store.mark_reported(store.install(publisher.pack(3)))
+    store.install(publisher.pack(4))
+    kiosk = make_kiosk()
+    kiosk.runtime.start()
+    kiosk.ui.pump()
+
+    assert kiosk.controller.shown_pack is not None and kiosk.controller.shown_pack.pack_version == 4
+    assert kiosk.wait(lambda: stored_of(site, "content.pack_applied"))
+    assert [fields["pack_version"] for fields in stored_of(site, "content.pack_applied")] == ["4"]
+    assert store.reported() == kiosk.controller.shown_pack.path.name
+    kiosk.runtime.stop()
+
+    again = make_kiosk()  # the same packs folder: nothing new to report
+    again.runtime.start()
+    again.ui.pump()
+    again.runtime.stop()
+    assert [event.type for event in again.recorded].count("content.pack_applied") == 0
 
 
 def test_a_corrupted_pack_is_refused_and_reported_and_the_old_one_stays(make_kiosk, publisher, site,
