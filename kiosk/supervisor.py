@@ -79,6 +79,9 @@ def supervise(command: Sequence[str], *, stop: threading.Event | None = None,
             child = subprocess.Popen(list(command), env={**os.environ, "MUSEUM_KIOSK_SUPERVISED": "1"})
             if on_start is not None:
                 on_start(child)
+            if stop.is_set() and child.poll() is None:
+                # A signal that came while the child was being started found no child to pass it on to.
+                child.send_signal(signal.SIGTERM)
             returncode = child.wait()
             if stop.is_set():
                 return 0
