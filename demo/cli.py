@@ -28,7 +28,8 @@ SPEED = click.FloatRange(0, MAX_SPEED, min_open=True)
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
               help="Seconds to run once everything has started (default: until Ctrl-C).")
 @click.option("--kiosks", type=click.IntRange(0, 99), default=DEFAULT_KIOSKS, show_default=True,
-              help="Kiosks, dealt round the rooms; every room also gets one BLE gateway.")
+              help="Simulated kiosks, dealt round the rooms, besides the one real kiosk app; every room also "
+                   "gets one BLE gateway.")
 @click.option("--speed", type=SPEED, default=DEFAULT_SPEED, show_default=True,
               help="Museum time runs this many times faster than real time.")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
@@ -36,7 +37,8 @@ SPEED = click.FloatRange(0, MAX_SPEED, min_open=True)
 @click.option("--site-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Create the demo site here (new or empty directory) instead of in a temporary one.")
 def demo(duration: float | None, kiosks: int, speed: float, seed: int, site_dir: Path | None) -> None:
-    """The whole museum on this machine: broker, hub and simulated kiosks and gateways, with live figures."""
+    """The whole museum on this machine: broker, hub, pack server, one real kiosk app (a window, or offscreen
+    with its screen saved every 5 s), simulated kiosks and gateways, with live figures."""
     stop = StopFlag()
     stop.install(*STOP_SIGNALS)
     try:

@@ -9,6 +9,7 @@
       The Impressionists            12/60   20%  ####................
       …
     Devices: 7 of 8 online; offline: kiosk-03
+    Real kiosk kiosk-app: online (untouched: few events)
     Hub: 38.2 events/s, 1012 events stored
     0 messages refused as malformed (kept aside for diagnosis)
 
@@ -144,9 +145,9 @@ def room_line(name: str, count: int | None, capacity: int, width: int) -> str:
 
 def dashboard_lines(museum: Museum, figures: HubFigures | None, *, elapsed_s: float, speed: float,
                     enrolled: Sequence[str], width: int = 80, height: int | None = None,
-                    now: datetime | None = None) -> list[str]:
+                    now: datetime | None = None, real_kiosks: Sequence[str] = ()) -> list[str]:
     """The live view as lines of at most `width` characters, and at most `height - 1` of them when given (the
-    last row stays free for the cursor)."""
+    last row stays free for the cursor). `real_kiosks`: those of `enrolled` that run the kiosk app itself."""
     width = max(MIN_WIDTH, width)
     lines = [f"{_local(museum, museum.name)} | {clock(elapsed_s)} elapsed, museum clock "
              f"+{clock(elapsed_s * speed)} (x{speed:g})"]
@@ -182,6 +183,10 @@ def dashboard_lines(museum: Museum, figures: HubFigures | None, *, elapsed_s: fl
         lines.append(room_line(_local(museum, room.name), counts.get(room.zone_id), room.capacity, width))
 
     lines.append(_devices_line(figures, enrolled, width))
+    states = {device.device_id: device.state for device in figures.devices}
+    for device_id in real_kiosks:
+        state = "online" if device_id in figures.devices_online else states.get(device_id) or "not heard from yet"
+        lines.append(f"Real kiosk {device_id}: {state} (untouched: few events)")
     lines.append(f"Hub: {figures.events_per_s:.1f} events/s, {figures.stored_total} events stored")
     refused = figures.quarantined_total
     line = f"{refused} message{'' if refused == 1 else 's'} refused as malformed (kept aside for diagnosis)"

@@ -3,15 +3,19 @@
     museum demo
     ├── museum broker run --site SITE --no-advertise      → mosquitto -c SITE/mosquitto/mosquitto.conf
     ├── museum hub run --site SITE                        → SITE/hub/hub.sqlite, SITE/hub/stats.json
-    ├── museum simulate kiosk --config SITE/devices/kiosk-01.toml --zone …      (one per kiosk)
+    ├── museum content serve --site SITE --bind 127.0.0.1 → https://127.0.0.1:<port>/packs/
+    ├── museum kiosk run --config SITE/devices/kiosk-app.toml --windowed --screenshots …  (the real kiosk)
+    ├── museum simulate kiosk --config SITE/devices/kiosk-01.toml --zone …      (one per simulated kiosk)
     └── museum simulate gateway --config SITE/devices/gateway-<room>.toml …     (one per room)
 
-The site is set up the way staff would set one up, with `museum site init` and `museum device enroll` run as
-commands, and the live figures come from the hub's stats file: the demo holds no broker or hub code and never
-opens the hub's database, so what it shows is what the platform does on its own.
+The site is set up the way staff would set one up, with `museum site init`, `museum device enroll`, `museum
+content build` and `museum content publish` run as commands, and the live figures come from the hub's stats
+file: the demo holds no broker or hub code and never opens the hub's database, so what it shows is what the
+platform does on its own.
 
 Every child runs in its own session, so a Ctrl-C on the terminal reaches only the demo, which then stops the
-museum in order: devices first (they say goodbye and hand over what they hold), then the hub, then the broker.
+museum in order: devices first, the real kiosk included (they say goodbye and hand over what they hold), then
+the hub and the pack server, then the broker.
 Children are also told by the kernel (PR_SET_PDEATHSIG) to stop if the demo dies without cleaning up.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import shlex
 import shutil
@@ -35,10 +40,12 @@ from typing import IO
 
 from broker.processes import accepts, free_ports, runs_with_argument
 from broker.site import SiteLayout
+from bus.config import ClientConfig
 from content.model import Museum
-from content.sample import load_sample_museum
+from content.sample import SAMPLE_MUSEUM_PATH, load_sample_museum
 from demo.dashboard import LiveView, dashboard_lines, read_hub_figures
 from demo.simulated_device import StopFlag
+from kiosk.settings import KioskSettings
 
 SITE_ID = "demo"
 DEFAULT_KIOSKS = 6
@@ -47,6 +54,19 @@ DEFAULT_SEED = 2026
 MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")
 BROKER_READY_S = 20.0
 HUB_READY_S = 15.0
+PACKS_READY_S = 15.0
+KIOSK_APP_READY_S = 60.0
+"""How long the real kiosk may take to its first frame before the demo carries on without it (a start takes
+about a second; the margin is for a loaded machine rendering in software)."""
+KIOSK_APP_ID = "kiosk-app"
+KIOSK_SCREEN_EVERY_S = 5.0
+KIOSK_COMPANION_URL = "https://visit.example.org"
+"""The companion service comes in a later issue: the take-home QR codes point at this placeholder."""
+SAMPLE_CONTENT_DIR = SAMPLE_MUSEUM_PATH.parent
+FIRST_FRAME_LINE = "first frame on screen"
+"""What `museum kiosk run` logs once its window shows something (kiosk/cli.py)."""
+APP_CRASHED_LINE = "kiosk app crashed"
+"""What its supervisor logs when the app exits unexpectedly (kiosk/supervisor.py); it then starts it again."""
 # Stop timeouts. The broker's is the longest: `broker run` gives Mosquitto 10 s to save its persistence.
 DEVICES_STOP_S = 8.0
 HUB_STOP_S = 6.0
@@ -70,18 +90,39 @@ class DemoInterrupted(DemoError):
 class DeviceSpec:
     device_id: str
     kind: str
+    """Its kind at enrollment (`museum device enroll --kind`)."""
     zone_id: str
+    app: bool = False
+    """The real kiosk app (`museum kiosk run`) rather than a simulated device (`museum simulate`)."""
 
 
-def plan_devices(museum: Museum, kiosks: int) -> list[DeviceSpec]:
-    """`kiosks` kiosks dealt round the rooms in order, and one gateway per room."""
+def plan_devices(museum: Museum, kiosks: int, *, kiosk_app: bool = True) -> list[DeviceSpec]:
+    """The real kiosk app in the first room (unless `kiosk_app` is false), `kiosks` simulated kiosks dealt round
+    the rooms in order, and one gateway per room."""
     if kiosks < 0:
         raise ValueError(f"the number of kiosks cannot be negative, got {kiosks}")
     rooms = museum.zone_ids
-    plan = [DeviceSpec(f"kiosk-{number:02d}", "kiosk", rooms[(number - 1) % len(rooms)])
-            for number in range(1, kiosks + 1)]
+    plan = [DeviceSpec(KIOSK_APP_ID, "kiosk", rooms[0], app=True)] if kiosk_app else []
+    plan += [DeviceSpec(f"kiosk-{number:02d}", "kiosk", rooms[(number - 1) % len(rooms)])
+             for number in range(1, kiosks + 1)]
     plan += [DeviceSpec(f"gateway-{zone_id}"[:63].rstrip("-"), "gateway", zone_id) for zone_id in rooms]
     return plan
+
+
+def kiosk_table(spec: DeviceSpec, state_dir: Path) -> dict[str, object]:
+    """The `[kiosk]` settings (kiosk/settings.py) of the demo's real kiosk: its room, the companion placeholder,
+    and its state (packs, Kivy's home) among the demo's own files rather than beside every device's file."""
+    return {"home_room": spec.zone_id, "companion_base_url": KIOSK_COMPANION_URL, "state_dir": str(state_dir)}
+
+
+def start_problem(log_text: str, limit: int = 4) -> str:
+    """Why a kiosk app did not start, from its output: its last error lines (Kivy's, the supervisor's, ours),
+    or its last lines when none says it."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines
+              if any(mark in line for mark in (" CRITICAL ", " ERROR ", "error:", "Error:", "Traceback"))]
+    chosen = (errors or lines)[-limit:]
+    return "\n".join(line if len(line) <= 300 else line[:299] + "~" for line in chosen) or "(no output)"
 
 
 # --- processes -------------------------------------------------------------------------------------------
@@ -122,9 +163,11 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 @dataclass
 class Child:
     name: str
-    role: str        # "broker", "hub" or "device"
+    role: str        # "broker", "hub", "packs" (the pack server) or "device"
     process: subprocess.Popen[bytes]
     log_path: Path
+    dropped: bool = False
+    """Given up on (the real kiosk could not start here): the demo runs on without it."""
 
     @property
     def alive(self) -> bool:
@@ -175,6 +218,7 @@ class Demo:
         self.children: list[Child] = []
         self.killed: list[str] = []
         self.plain_port = 0
+        self.content_port = 0
         self._stopped = False
 
     @property
@@ -196,6 +240,33 @@ class Demo:
 
     def device_config(self, device_id: str) -> Path:
         return self.layout.device_config(device_id)
+
+    @property
+    def pack_file(self) -> Path:
+        """The sample pack as `museum content build` writes it; publishing copies it into the site."""
+        return self.work_dir / "sample-museum.tar"
+
+    @property
+    def kiosk_screen(self) -> Path:
+        """Where the real kiosk writes its screen every few seconds, with or without a window."""
+        return self.work_dir / "kiosk-screen.png"
+
+    def kiosk_state_dir(self, device_id: str) -> Path:
+        return self.work_dir / f"{device_id}-state"
+
+    @property
+    def kiosk_apps(self) -> list[DeviceSpec]:
+        return [spec for spec in self.devices if spec.app]
+
+    @property
+    def _app_ids(self) -> set[str]:
+        return {spec.device_id for spec in self.kiosk_apps}
+
+    @property
+    def running_devices(self) -> list[str]:
+        """The devices the figures count: every one enrolled but a real kiosk the demo gave up on."""
+        dropped = {child.name for child in self.children if child.dropped}
+        return [spec.device_id for spec in self.devices if spec.device_id not in dropped]
 
     def say(self, text: str) -> None:
         if self.out.isatty():
@@ -220,17 +291,37 @@ class Demo:
         return result.stdout
 
     def set_up(self) -> None:
-        tls_port, plain_port = free_ports(2)
+        tls_port, plain_port, content_port = free_ports(3)
+        # --hostname 127.0.0.1: the packs' announced URLs name the broker's first host name, and a kiosk on this
+        # machine must reach the pack server there (the site certificate names 127.0.0.1 too).
         self._run_setup("site", "init", str(self.site), "--site-id", SITE_ID, "--tls-port", str(tls_port),
-                        "--bind", "127.0.0.1", "--plain-loopback-port", str(plain_port))
-        self.plain_port = plain_port
+                        "--bind", "127.0.0.1", "--plain-loopback-port", str(plain_port), "--content-port",
+                        str(content_port), "--hostname", "127.0.0.1")
+        self.plain_port, self.content_port = plain_port, content_port
+        self.work_dir.mkdir(mode=0o700, exist_ok=True)
         for spec in self.devices:
             self._run_setup("device", "enroll", spec.device_id, "--kind", spec.kind, "--site", str(self.site))
             if not self.device_config(spec.device_id).is_file():
                 raise DemoError(f"`museum device enroll` wrote no {self.device_config(spec.device_id)}")
-        self.work_dir.mkdir(mode=0o700, exist_ok=True)
+            if spec.app:
+                self._add_kiosk_settings(spec)
+        self._run_setup("content", "build", str(SAMPLE_CONTENT_DIR), str(self.pack_file))
         self.say(f"Site {SITE_ID!r} in {self.site}: broker on 127.0.0.1:{plain_port} (plain, loopback only) and "
-                 f"127.0.0.1:{tls_port} (TLS); {len(self.devices)} devices enrolled.")
+                 f"127.0.0.1:{tls_port} (TLS); {len(self.devices)} devices enrolled; the sample content pack "
+                 f"built ({self.pack_file}).")
+
+    def _add_kiosk_settings(self, spec: DeviceSpec) -> None:
+        """Add the `[kiosk]` table to the real kiosk's file as staff would, keeping what enrollment wrote (on a
+        demo site: the plain loopback listener, no discovery) and the file's 0600."""
+        path = self.device_config(spec.device_id)
+        try:
+            config = ClientConfig.load(path)
+            config = dataclasses.replace(config, extra={
+                **config.extra, "kiosk": kiosk_table(spec, self.kiosk_state_dir(spec.device_id))})
+            KioskSettings.from_config(config, path)
+            config.save(path)
+        except (OSError, ValueError) as error:
+            raise DemoError(f"cannot set up the real kiosk's settings: {error}") from None
 
     # --- starting -------------------------------------------------------------------------------------
 
@@ -271,29 +362,89 @@ class Demo:
         self._wait_for(broker, "accept connections", lambda: accepts("127.0.0.1", self.plain_port), BROKER_READY_S)
 
         hub = self._spawn("hub", "hub", ["hub", "run", "--site", site])
+        # Started beside the hub, and serving before the pack is announced: a kiosk that hears of the pack finds
+        # it there at its first attempt.
+        packs = self._spawn("packs", "packs", ["content", "serve", "--site", site, "--bind", "127.0.0.1",
+                                               "--port", str(self.content_port)])
 
         def hub_connected() -> bool:
             figures = read_hub_figures(self.stats_file)
             return figures is not None and figures.connected
 
         self._wait_for(hub, "connect to the broker", hub_connected, HUB_READY_S)
+        self._wait_for(packs, "accept connections", lambda: accepts("127.0.0.1", self.content_port), PACKS_READY_S)
+        self._run_setup("content", "publish", str(self.pack_file), "--site", site)
 
+        # The real kiosk first: its window comes up while the simulated devices start.
+        apps = [self._spawn(spec.device_id, "device", self._kiosk_app_args(spec)) for spec in self.kiosk_apps]
         for spec in self.devices:
-            args = ["simulate", spec.kind, "--config", str(self.device_config(spec.device_id)),
-                    "--zone", spec.zone_id, "--speed", f"{self.speed:g}", "--seed", str(self.seed)]
-            self._spawn(spec.device_id, "device", args)
+            if not spec.app:
+                args = ["simulate", spec.kind, "--config", str(self.device_config(spec.device_id)),
+                        "--zone", spec.zone_id, "--speed", f"{self.speed:g}", "--seed", str(self.seed)]
+                self._spawn(spec.device_id, "device", args)
+        for app in apps:
+            self._wait_for_kiosk_app(app)
+        simulated = [spec for spec in self.devices if not spec.app]
         rooms = len({spec.zone_id for spec in self.devices})
-        kiosks = sum(spec.kind == "kiosk" for spec in self.devices)
-        gateways = len(self.devices) - kiosks
-        self.say(f"Running: broker, hub, {_count(kiosks, 'kiosk')} and {_count(gateways, 'gateway')} in "
-                 f"{_count(rooms, 'room')}, museum time x{self.speed:g}, seed {self.seed}. Ctrl-C stops.")
+        kiosks = sum(spec.kind == "kiosk" for spec in simulated)
+        gateways = len(simulated) - kiosks
+        real = [app for app in apps if not app.dropped]
+        missing = " (no real kiosk: see above)" if len(real) < len(apps) else ""
+        real_text = f"{_count(len(real), 'real kiosk')}, " if real else ""
+        self.say(f"Running: broker, hub, pack server, {real_text}{_count(kiosks, 'simulated kiosk')} and "
+                 f"{_count(gateways, 'gateway')} in {_count(rooms, 'room')}{missing}, museum time x{self.speed:g}, "
+                 f"seed {self.seed}. Ctrl-C stops.")
+        for app in real:
+            self.say(self._kiosk_app_text(app))
+
+    def _kiosk_app_args(self, spec: DeviceSpec) -> list[str]:
+        return ["kiosk", "run", "--config", str(self.device_config(spec.device_id)), "--windowed",
+                "--screenshots", str(self.kiosk_screen), "--screenshot-every", f"{KIOSK_SCREEN_EVERY_S:g}"]
+
+    def _wait_for_kiosk_app(self, child: Child) -> None:
+        """Until the real kiosk shows its first frame. One that cannot start here (no display and no EGL, for
+        instance) is given up on: the demo says why and runs on without it, since the rest of the museum does
+        not need it."""
+        deadline = time.monotonic() + KIOSK_APP_READY_S
+        while True:
+            text = _read_text(child.log_path)
+            if FIRST_FRAME_LINE in text:
+                return
+            if APP_CRASHED_LINE in text or not child.alive:
+                problem = start_problem(text)
+                break
+            if time.monotonic() > deadline:
+                problem = f"no first frame within {KIOSK_APP_READY_S:g} s; its last lines:\n{start_problem(text)}"
+                break
+            if self.stop.wait(0.1):
+                raise DemoInterrupted(f"stopped by {self.stop.signal_name} while starting")
+        child.dropped = True
+        self.killed += stop_processes([child], DEVICES_STOP_S)
+        hint = ("unset DISPLAY to run it offscreen (`DISPLAY= make demo`), or install"
+                if os.environ.get("DISPLAY") else "check that `make demo` could install")
+        self.say(f"The real kiosk {child.name} (`museum kiosk run`) could not start here, so the demo runs "
+                 f"without it:\n{textwrap.indent(problem, '  ')}\n"
+                 f"Its whole output: {child.log_path}. To have it, {hint} the offscreen OpenGL libraries (libegl1, "
+                 "libgles2, libgbm1, libgl1-mesa-dri).")
+
+    def _kiosk_app_text(self, child: Child) -> str:
+        display = os.environ.get("DISPLAY")
+        # SDL falls back to rendering offscreen when it cannot open the display: the window is not certain.
+        where = (f"in a window on display {display} (offscreen if it cannot open that display)" if display else
+                 "offscreen (no DISPLAY: it renders without a window)")
+        return (f"The real kiosk {child.name} runs the kiosk app {where}; it shows the sample pack, downloaded "
+                f"over HTTPS from the pack server (https://127.0.0.1:{self.content_port}/packs/). Its screen is "
+                f"saved every {KIOSK_SCREEN_EVERY_S:g} s to {self.kiosk_screen}. Nobody touches it, so it adds "
+                "few events to the figures (content.pack_applied, device.status) and counts among the devices "
+                "online beside the simulated ones.")
 
     # --- running --------------------------------------------------------------------------------------
 
     def watch(self, duration: float | None) -> None:
         """Show the figures once a second until `duration` has passed or a stop is requested."""
         view = LiveView(self.out)
-        enrolled = [spec.device_id for spec in self.devices]
+        enrolled = self.running_devices
+        real_kiosks = [spec.device_id for spec in self.kiosk_apps if spec.device_id in enrolled]
         started = time.monotonic()
         end = started + duration if duration is not None else None
         tick = started
@@ -306,7 +457,7 @@ class Demo:
                 columns, rows = shutil.get_terminal_size()
                 view.show(dashboard_lines(self.museum, read_hub_figures(self.stats_file), elapsed_s=now - started,
                                           speed=self.speed, enrolled=enrolled, width=columns - 1,
-                                          height=rows if view.tty else None))
+                                          height=rows if view.tty else None, real_kiosks=real_kiosks))
                 if end is not None and now >= end:
                     return
                 tick += 1.0
@@ -317,7 +468,7 @@ class Demo:
 
     def _check_children(self) -> None:
         for child in self.children:
-            if not child.alive:
+            if not child.alive and not child.dropped:
                 raise DemoError(f"{child.name} exited unexpectedly with status {child.process.returncode}; "
                                 f"its output ({child.log_path}):\n{child.log_tail()}")
 
@@ -328,13 +479,16 @@ class Demo:
         if self._stopped:
             return
         self._stopped = True
-        by_role = {role: [c for c in self.children if c.role == role] for role in ("device", "hub", "broker")}
+        by_role = {role: [c for c in self.children if c.role == role]
+                   for role in ("device", "hub", "packs", "broker")}
         if any(child.alive for child in self.children):
-            self.say("Stopping the devices, then the hub, then the broker...")
+            real = " (the real kiosk too)" if any(c.alive for c in by_role["device"] if c.name in self._app_ids) \
+                else ""
+            self.say(f"Stopping the devices{real}, then the hub and the pack server, then the broker...")
         self.killed += stop_processes(by_role["device"], DEVICES_STOP_S)
         if any(child.alive for child in by_role["hub"]):
             self._let_hub_record_goodbyes()
-        self.killed += stop_processes(by_role["hub"], HUB_STOP_S)
+        self.killed += stop_processes(by_role["hub"] + by_role["packs"], HUB_STOP_S)
         self.killed += stop_processes(by_role["broker"], BROKER_STOP_S)
         self._stop_stray_broker()
         if self.killed:
@@ -377,6 +531,13 @@ class Demo:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 # --- the whole run ---------------------------------------------------------------------------------------
@@ -424,6 +585,8 @@ def run_demo(*, duration: float | None, devices: Sequence[DeviceSpec], speed: fl
         demo.say(demo.summary())
     if demo.database.exists():
         demo.say(f"Site: {site} (hub database {demo.database}, the processes' output in {demo.work_dir}).")
+        if demo.kiosk_screen.exists():
+            demo.say(f"The real kiosk's last screen: {demo.kiosk_screen}")
         demo.say(f"Look again with `{museum_hint('hub', 'stats', '--site', str(site))}`"
                  + (f"; remove it with `{shlex.join(['rm', '-r', str(site.parent)])}`." if temporary else "."))
     elif temporary and site.parent.exists():

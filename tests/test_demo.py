@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import queue
@@ -20,27 +21,40 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import tomli_w
 from harness import ROOT
+from PIL import Image
 from support import wait_until
 
 from broker.hub_store import HubStore
 from broker.site import Site, SiteLayout, enroll_device
+from bus.config import ClientConfig
 from content.sample import load_sample_museum
 from demo import launcher as demo_module
 from demo.dashboard import DeviceState, HubFigures, LiveView, dashboard_lines, read_hub_figures
-from demo.launcher import DemoError, museum_hint, plan_devices, prepare_site_dir
+from demo.launcher import (
+    KIOSK_APP_ID,
+    DemoError,
+    kiosk_table,
+    museum_hint,
+    plan_devices,
+    prepare_site_dir,
+    start_problem,
+)
 from demo.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
 from demo.simulation import kiosk_events
+from kiosk.settings import KioskSettings
 from protocol.canonical import event_record
 from protocol.events import ArtworkViewed, Event, KioskSessionEnded, OccupancyCounted
 from protocol.fields import IDENTIFIER
-from protocol.ids import event_id_at, event_id_time
+from protocol.ids import event_id_at, event_id_time, parse_instant
 
 WALL = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SIM = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 KIOSK_TYPES = {"kiosk.session_started", "kiosk.session_ended", "artwork.viewed", "artwork.collected",
                "visitor.language_changed", "visitor.accessibility_changed", "visit.linked", "device.status"}
 GATEWAY_TYPES = {"proximity.entered", "proximity.left", "occupancy.counted", "device.status"}
+KIOSK_APP_TYPES = KIOSK_TYPES | {"content.pack_applied", "content.pack_refused"}
 HUB_LINE = re.compile(r"^Hub: [\d.]+ events/s, (\d+) events stored$", re.MULTILINE)
 DEVICES_LINE = re.compile(r"^Devices: (\d+) of (\d+) online", re.MULTILINE)
 REFUSED_LINE = re.compile(r"^(\d+) messages? refused as malformed \(kept aside for diagnosis\)$", re.MULTILINE)
@@ -164,13 +178,49 @@ def test_a_real_kiosk_stream_is_compressed_and_never_in_the_future() -> None:
 def test_the_plan_deals_kiosks_round_the_rooms_and_gives_each_room_a_gateway() -> None:
     museum = load_sample_museum()
     plan = plan_devices(museum, 6)
-    kiosks = [spec for spec in plan if spec.kind == "kiosk"]
+    simulated = [spec for spec in plan if spec.kind == "kiosk" and not spec.app]
     gateways = [spec for spec in plan if spec.kind == "gateway"]
-    assert [spec.zone_id for spec in kiosks] == [*museum.zone_ids, museum.zone_ids[0]]
+    assert [spec.zone_id for spec in simulated] == [*museum.zone_ids, museum.zone_ids[0]]
     assert sorted(spec.zone_id for spec in gateways) == sorted(museum.zone_ids)
+    # One real kiosk app, enrolled as a kiosk like the simulated ones, in the first room.
+    assert [(spec.device_id, spec.kind, spec.zone_id) for spec in plan if spec.app] == [
+        (KIOSK_APP_ID, "kiosk", museum.zone_ids[0])]
+    assert not any(spec.app for spec in plan_devices(museum, 6, kiosk_app=False))
     ids = [spec.device_id for spec in plan]
     assert len(set(ids)) == len(ids)
     assert all(IDENTIFIER.match(device_id) for device_id in ids)
+
+
+def test_the_real_kiosks_settings_are_valid_kiosk_settings(tmp_path: Path) -> None:
+    spec = next(spec for spec in plan_devices(load_sample_museum(), 0) if spec.app)
+    raw = {"site_id": "demo", "client_id": KIOSK_APP_ID, "kind": "kiosk",
+           "broker": {"host": "127.0.0.1", "port": 1883, "username": KIOSK_APP_ID, "password": "x", "tls": False,
+                      "discover": False},
+           "kiosk": kiosk_table(spec, tmp_path / "state")}
+    path = tmp_path / "kiosk-app.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    settings = KioskSettings.from_config(ClientConfig.load(path), path)
+    assert (settings.home_room, settings.state_dir) == (spec.zone_id, tmp_path / "state")
+    assert settings.companion_base_url.startswith("https://")
+
+
+def test_a_kiosk_that_cannot_start_is_explained_by_its_error_lines() -> None:
+    log = "\n".join([
+        "2026-11-30 10:11:11,380 INFO kivy: Window: Provider: sdl2",
+        "2026-11-30 10:11:11,385 CRITICAL kivy: Window: Unable to find any valuable Window provider.",
+        "sdl2 - RuntimeError: b'bogus not available'",
+        '  File "kivy/core/__init__.py", line 71, in core_select_lib',
+        "2026-11-30 10:11:11,398 CRITICAL kivy: App: Unable to get a Window, abort.",
+        "2026-11-30 10:11:11,496 ERROR kiosk.supervisor: kiosk app crashed (exited with status 1); starting it "
+        "again in 1 s"])
+    assert start_problem(log).split("\n") == [
+        "2026-11-30 10:11:11,385 CRITICAL kivy: Window: Unable to find any valuable Window provider.",
+        "sdl2 - RuntimeError: b'bogus not available'",
+        "2026-11-30 10:11:11,398 CRITICAL kivy: App: Unable to get a Window, abort.",
+        "2026-11-30 10:11:11,496 ERROR kiosk.supervisor: kiosk app crashed (exited with status 1); starting it "
+        "again in 1 s"]
+    assert start_problem("just\nthe last\nlines", limit=2) == "the last\nlines"
+    assert start_problem("") == "(no output)"
 
 
 ENROLLED = ["kiosk-01", "kiosk-02", "kiosk-03", "gateway-renaissance", "gateway-siecle-d-or", "gateway-realisme",
@@ -223,6 +273,12 @@ def test_the_live_view_shows_what_staff_watch() -> None:
     assert "Hub: 38.2 events/s, 412 events stored" in text
     assert "2 messages refused as malformed (kept aside for diagnosis)" in text
     assert "NOT connected" not in text and "old" not in text
+    assert "Real kiosk" not in text
+    # The real kiosk's own line, whatever the hub last heard of it.
+    real = view_text(busy_figures(), real_kiosks=["kiosk-01", "gateway-impressionnisme", "gateway-modernites"])
+    assert "Real kiosk kiosk-01: online (untouched: few events)" in real
+    assert "Real kiosk gateway-impressionnisme: offline" in real
+    assert "Real kiosk gateway-modernites: not heard from yet" in real
 
 
 def test_the_live_view_says_when_the_hub_is_away_or_not_started() -> None:
@@ -371,6 +427,7 @@ def demo_site_dir(sites_base: Path) -> Path:
 
 
 def demo_command(site_dir: Path, *extra: str) -> list[str]:
+    # Three simulated kiosks, five gateways and the real kiosk app.
     return [sys.executable, "-m", "museum", "demo", "--kiosks", "3", "--speed", "20", "--site-dir", str(site_dir),
             *extra]
 
@@ -407,7 +464,7 @@ def alive(pid: int) -> bool:
 
 def assert_clean_shutdown(site_dir: Path, output: str) -> None:
     pids = started_pids(site_dir)
-    assert {"broker", "hub", "kiosk-01", "kiosk-02", "kiosk-03"} <= set(pids.values())
+    assert {"broker", "hub", "packs", KIOSK_APP_ID, "kiosk-01", "kiosk-02", "kiosk-03"} <= set(pids.values())
     assert [name for pid, name in pids.items() if alive(pid)] == []
     assert processes_mentioning(str(site_dir)) == []
     assert "Had to kill" not in output
@@ -425,22 +482,29 @@ def stored(site_dir: Path) -> tuple[dict[str, set[str]], int, dict[str, str]]:
     return by_device, quarantined, states
 
 
-def assert_museum_stored(site_dir: Path, *, full: bool) -> None:
-    plan = plan_devices(load_sample_museum(), 3)
+def assert_museum_stored(site_dir: Path, *, full: bool, kiosk_app: bool = True) -> None:
+    """`kiosk_app`: whether the real kiosk ran; one that could not open its window may still have come online
+    for a moment at each attempt (its events flow before its window opens), and then said goodbye too."""
+    plan = plan_devices(load_sample_museum(), 3, kiosk_app=kiosk_app)
     by_device, quarantined, states = stored(site_dir)
     assert quarantined == 0
-    # Every device came online, and said goodbye before the hub stopped.
+    if not kiosk_app:
+        assert states.pop(KIOSK_APP_ID, "offline") == "offline"
+        assert by_device.pop(KIOSK_APP_ID, set()) <= KIOSK_APP_TYPES
+    # Every device came online, and said goodbye before the hub stopped: the real kiosk too, on SIGTERM.
     assert states == {spec.device_id: "offline" for spec in plan}
     assert set(by_device) <= set(states) and by_device
     for spec in plan:
-        allowed = KIOSK_TYPES if spec.kind == "kiosk" else GATEWAY_TYPES
+        allowed = KIOSK_APP_TYPES if spec.app else KIOSK_TYPES if spec.kind == "kiosk" else GATEWAY_TYPES
         assert by_device.get(spec.device_id, set()) <= allowed, spec.device_id
         if full:
             assert "device.status" in by_device[spec.device_id], spec.device_id
             if spec.kind == "gateway":
                 assert "occupancy.counted" in by_device[spec.device_id], spec.device_id
+            if spec.app:
+                assert "content.pack_applied" in by_device[spec.device_id]
     if full:
-        kiosk_types = set().union(*(by_device[s.device_id] for s in plan if s.kind == "kiosk"))
+        kiosk_types = set().union(*(by_device[s.device_id] for s in plan if s.kind == "kiosk" and not s.app))
         gateway_types = set().union(*(by_device[s.device_id] for s in plan if s.kind == "gateway"))
         assert {"kiosk.session_started", "artwork.viewed"} <= kiosk_types
         assert {"proximity.entered", "proximity.left", "occupancy.counted"} <= gateway_types
@@ -471,36 +535,97 @@ def everything_stored(site_dir: Path) -> bool:
         types = by_device.get(spec.device_id, set())
         if "device.status" not in types or (spec.kind == "gateway" and "occupancy.counted" not in types):
             return False
-    kiosk_types = set().union(*(by_device.get(s.device_id, set()) for s in plan if s.kind == "kiosk"))
+        if spec.app and "content.pack_applied" not in types:
+            return False
+    kiosk_types = set().union(*(by_device.get(s.device_id, set()) for s in plan if s.kind == "kiosk" and
+                                not s.app))
     gateway_types = set().union(*(by_device.get(s.device_id, set()) for s in plan if s.kind == "gateway"))
     return {"kiosk.session_started", "artwork.viewed"} <= kiosk_types and {
         "proximity.entered", "proximity.left", "occupancy.counted"} <= gateway_types
 
 
+def pack_applied_at(site_dir: Path) -> datetime:
+    with sqlite3.connect(SiteLayout(site_dir).hub_database) as db:
+        (occurred_at,), = db.execute("SELECT occurred_at FROM events WHERE device_id = ? AND type = ?",
+                                     (KIOSK_APP_ID, "content.pack_applied")).fetchall()
+    return parse_instant(occurred_at)
+
+
+def screen_written_after(path: Path, instant: datetime) -> bytes | None:
+    """The real kiosk's screenshot if it was written after `instant`. File times come from the same clock as
+    the events' `occurred_at`, never ahead of the write (the kernel's coarse clock lags if anything), and
+    `occurred_at` is cut to the millisecond: one a whole millisecond later was written after the instant."""
+    try:
+        written = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    if written < (instant.timestamp() + 0.001) * 1e9:
+        return None
+    return path.read_bytes()  # replaced whole by the kiosk (os.replace), so never half-written
+
+
+def assert_shows_a_picture(png: bytes) -> None:
+    """Not blank, and not the plain "content is on its way" screen (one colour covers ~98% of it): the attract
+    loop, whose work's picture takes a good part of the screen."""
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = image.convert("RGB")
+        assert rgb.size == (1280, 800)
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) >= 16, f"only {len(colours)} colours: a blank frame?"
+    assert max(count for count, _ in colours) < 0.9 * 1280 * 800, "one colour covers the screen: no picture"
+
+
 def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> None:
-    # Stopped at a known point, not after a duration: once every device has been shown online and every kind of
-    # event checked below is stored (upper bounds only, generous for a slow machine), Ctrl-C, as staff would.
+    # Stopped at a known point, not after a duration: once every device has been shown online, every kind of
+    # event checked below is stored, the figures show a viewed work and the real kiosk has saved its screen
+    # since it applied the pack (upper bounds only, generous for a slow machine), Ctrl-C, as staff would.
     process = subprocess.Popen(demo_command(demo_site_dir, "--duration", "600"), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
     seen: list[str] = []
+    museum = load_sample_museum()
+    titles = {artwork.title["en"] for artwork in museum.artworks}
+    screen = demo_site_dir / "demo" / "kiosk-screen.png"
+    shot: list[bytes] = []
+
+    def screen_since(instant: datetime) -> bool:
+        png = screen_written_after(screen, instant)
+        if png is not None:
+            shot.append(png)
+        return png is not None
+
     try:
         all_online = wait_for_line(lines, seen, lambda line: bool(
-            (m := DEVICES_LINE.search(line)) and m[1] == m[2] == "8"), 120)
+            (m := DEVICES_LINE.search(line)) and m[1] == m[2] == "9"), 120)
         assert all_online, "".join(seen)
         assert wait_until(lambda: everything_stored(demo_site_dir), 120), stored(demo_site_dir)
+        # The hub refreshes its visitors' figures every few seconds: wait for a work among them.
+        assert wait_for_line(lines, seen, lambda line: any(title in line for title in titles), 120), "".join(seen)
+        applied_at = pack_applied_at(demo_site_dir)
+        assert wait_until(lambda: screen_since(applied_at), 120), f"no screenshot since {applied_at} in {screen}"
     finally:
         output = interrupt(process, lines, seen)
     stored_figures = [int(match[1]) for match in HUB_LINE.finditer(output)]
     assert len(stored_figures) >= 2, output
     assert stored_figures[-1] > 0, output
     assert REFUSED_LINE.findall(output)[-1] == "0", output
-    museum = load_sample_museum()
-    titles = {artwork.title["en"] for artwork in museum.artworks}
     assert "Most viewed works" in output and any(title in output for title in titles), output
+    assert f"Its screen is saved every 5 s to {screen}" in output
+    assert f"Real kiosk {KIOSK_APP_ID}: online" in output
     assert_clean_shutdown(demo_site_dir, output)
     assert_museum_stored(demo_site_dir, full=True)
+    assert_shows_a_picture(shot[0])
+
+    # The real kiosk's file: enrolled like the others (plain loopback listener, no discovery), its [kiosk]
+    # table added, and still readable by its owner only.
+    config_path = SiteLayout(demo_site_dir).device_config(KIOSK_APP_ID)
+    assert config_path.stat().st_mode & 0o777 == 0o600
+    config = ClientConfig.load(config_path)
+    assert (config.kind, config.broker.host, config.broker.tls, config.broker.discover) == (
+        "kiosk", "127.0.0.1", False, False)
+    assert f"broker on 127.0.0.1:{config.broker.port} (plain, loopback only)" in output
+    assert KioskSettings.from_config(config, config_path).home_room == museum.zone_ids[0]
 
     # The figures come from the hub's stats file, which holds what staff watch.
     stats = json.loads(SiteLayout(demo_site_dir).hub_stats_file.read_text(encoding="utf-8"))
@@ -538,9 +663,13 @@ def wait_for_line(lines: queue.Queue[str], seen: list[str], condition: Callable[
     return False
 
 
-def test_sigint_stops_a_running_demo_cleanly(demo_site_dir: Path) -> None:
+def test_sigint_stops_a_running_demo_cleanly_and_it_runs_on_without_a_kiosk_that_cannot_start(
+        demo_site_dir: Path) -> None:
+    # A video driver SDL does not have: the kiosk app cannot open its window, as on a machine without a display
+    # or EGL. The demo says why and runs the rest of the museum.
+    env = {**os.environ, "SDL_VIDEODRIVER": "no-such-driver"}
     process = subprocess.Popen(demo_command(demo_site_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=ROOT)
+                               text=True, cwd=ROOT, env=env)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
     seen: list[str] = []
@@ -553,5 +682,13 @@ def test_sigint_stops_a_running_demo_cleanly(demo_site_dir: Path) -> None:
     finally:
         output = interrupt(process, lines, seen)
     assert "SIGINT received." in output
+    assert f"The real kiosk {KIOSK_APP_ID} (`museum kiosk run`) could not start here, so the demo runs without " \
+           "it:" in output
+    assert "Unable to get a Window" in output, output  # Kivy's own words, from the kiosk's output
+    assert f"Its whole output: {demo_site_dir / 'demo' / 'kiosk-app.log'}" in output
+    assert "Running: broker, hub, pack server, 3 simulated kiosks and 5 gateways in 5 rooms (no real kiosk: see " \
+           "above)" in output
+    # Left out of the figures: eight devices, none of them the real kiosk.
+    assert "Real kiosk" not in output and {total for _, total in DEVICES_LINE.findall(output)} == {"8"}, output
     assert_clean_shutdown(demo_site_dir, output)
-    assert_museum_stored(demo_site_dir, full=False)
+    assert_museum_stored(demo_site_dir, full=False, kiosk_app=False)
