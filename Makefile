@@ -17,10 +17,12 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m bench.bus
+	$(PY) -m bench.kiosk
 	$(PY) -m pytest -q
 
 bench: venv
 	$(PY) -m bench.bus
+	$(PY) -m bench.kiosk
 
 docs: venv
 	$(PY) -m museum docs events
