@@ -1,3 +1,3 @@
-from museum.cli import main
+from museum.launch import main
 
 main()

@@ -154,3 +154,13 @@ def test_a_bad_kiosk_setting_is_one_line_naming_the_file(site, tmp_path, supervi
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert str(config) in lines[0] and "idle_timeout_s" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_museum_kiosk_loads_the_kiosk_commands_only() -> None:
+    """The supervisor and the app are two long-lived processes on a Pi: neither imports the other roles."""
+    code = ("import sys\nsys.argv = ['museum', 'kiosk', '--help']\nfrom museum.launch import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('broker', 'demo', 'cryptography', 'museum.cli') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert "Usage: museum kiosk" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
