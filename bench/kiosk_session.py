@@ -7,7 +7,7 @@ fetching from the site's HTTPS pack server).
 Starts with no pack and prints READY on stdout once connected; the benchmark then publishes the sample pack
 (`museum content publish`'s library call, on the site's side as in a museum: this process imports what a kiosk
 imports, and no more). Prints progress on stderr and, last on stdout, one JSON line: pack_apply_s,
-tap_to_stored_ms and tap_frame_ms (every sample), memory_early_mb and memory_mb ({rss, anon, file}),
+tap_to_stored_ms, tap_frame_ms and redraw_floor_ms (every sample), memory_early_mb and memory_mb ({rss, anon, file}),
 interactions, events, frames and tap_frame_p50_ms_by_kind. A process of its own because Kivy makes one window
 per process and because its RSS must be the kiosk's alone, not the benchmark's too.
 """
@@ -34,6 +34,9 @@ from protocol.events import Event
 WAIT_S = 60.0
 SLOW_COMMIT_S = 0.03
 """The injected delay per outbox commit for tap_frame: what a Pi's SD card can take for an SQLite commit."""
+FLOOR_EVERY = 2
+"""Every other scripted tap is followed by a redraw of its screen with nothing changed (`KioskHarness.redraw`):
+the floor that the renderer sets under tap_frame, measured on the same screens in the same run."""
 TRIM_WAIT_S = 1.2
 """The attract screen gives the C heap's free pages back 1 s after it shows (kiosk.ui.AttractScreen.shown): RSS
 is read once that has happened, as it would on a kiosk left alone after a visit."""
@@ -129,6 +132,8 @@ class Session:
         self.taps = 0
         self.frame_s: list[float] = []
         self.names: list[str] = []
+        self.floor_s: list[float] = []
+        self.measure_floor = False
 
     def tap(self, target: str | tuple[float, float]) -> float:
         """Tap, and return when the touch happened (perf_counter)."""
@@ -137,6 +142,8 @@ class Session:
         self.taps += 1
         self.frame_s.append(took)
         self.names.append(target if isinstance(target, str) else "screen")
+        if self.measure_floor and self.taps % FLOOR_EVERY == 0:
+            self.floor_s.append(self.harness.redraw())
         return done - took
 
     def wait(self, condition: Callable[[], bool], what: str) -> None:
@@ -332,16 +339,19 @@ def main() -> None:
         stored_ms = tap_to_stored(session, args.collect)
         session.frame_s.clear()
         session.names.clear()
+        session.measure_floor = True
         if args.slow_commit_ms > 0:
             slow_down(runtime.device.outbox, args.slow_commit_ms / 1000)
         log(f"{args.interactions} scripted taps, outbox commits slowed by {args.slow_commit_ms:g} ms")
         rss_early, rss_late = interactions(session, args.interactions, args.early)
         frame_ms = [s * 1000 for s in session.frame_s]
+        floor_ms = [s * 1000 for s in session.floor_s]
         by_kind: dict[str, list[float]] = {}
         for name, ms in zip(session.names, frame_ms, strict=True):
             by_kind.setdefault(name.split(":")[0], []).append(ms)
         session.settle()
         result = {"pack_apply_s": apply_s, "tap_to_stored_ms": stored_ms, "tap_frame_ms": frame_ms,
+                  "redraw_floor_ms": floor_ms,
                   "memory_early_mb": rss_early, "memory_mb": rss_late, "interactions": len(frame_ms),
                   "events": events.recorded, "frames": harness.frames_rendered,
                   "tap_frame_p50_ms_by_kind": {kind: round(statistics.median(values), 1)

@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ TICK_S = 0.25
 ATTRACT_CYCLE_S = 5.0
 TRIM_EVERY_CYCLES = 12
 AUDIO_REFRESH_S = 0.25
+QR_PREPARE_DELAY_S = 0.5
+"""How long after the first "Take it home" of a visit its QR code is made, ready for "My visit"."""
 MAX_CAPTURE_BYTES = MAX_SCREENSHOT_PNG_BYTES
 """A screenshot sent to the hub must fit its message; a bigger PNG (photographs on screen) is made again at half
 scale."""
@@ -258,11 +261,38 @@ def _clock_text(seconds: float) -> str:
 
 # --- widgets ------------------------------------------------------------------------------------------------
 
-class KioskLabel(Label):
+_stale_labels: weakref.WeakSet[Label] = weakref.WeakSet()
+"""Labels whose look or text changed while out of the window (a hidden screen), drawn again once shown."""
+
+
+class ScreenLabel(Label):
+    """A Label that lays out and renders its text only while in the window. Every label of every screen is bound to
+    the app's language, palette and text sizes: a change on the screen shown would otherwise re-lay out the labels
+    of the four hidden screens too, in the frame that answers the tap. A hidden label is marked stale instead, and
+    redrawn when its screen is shown (`refresh_stale_labels`). An emptied label is cleared at once, wherever it is:
+    no trace of a visitor stays in a texture."""
+
+    def texture_update(self, *largs: Any) -> None:
+        if self.text and self.get_root_window() is None:
+            _stale_labels.add(self)
+            return
+        _stale_labels.discard(self)
+        super().texture_update(*largs)
+
+
+def refresh_stale_labels() -> None:
+    """Redraw, in the coming frame, the stale labels that are in the window again (their screen is shown)."""
+    for label in list(_stale_labels):
+        if label.get_root_window() is not None:
+            _stale_labels.discard(label)
+            label._trigger_texture()
+
+
+class KioskLabel(ScreenLabel):
     pass
 
 
-class KioskButton(ButtonBehavior, Label):
+class KioskButton(ButtonBehavior, ScreenLabel):
     key = StringProperty("")
     """A stable name for the tests and the benchmark (`KioskHarness.find`): "take_home", "artwork:<id>"…"""
     selected = BooleanProperty(False)
@@ -330,53 +360,62 @@ def _make_video(**kwargs: Any) -> Any:
 
 
 class QRCode(Widget):
-    """A QR code drawn module by module as rectangles, in whole pixels (sharp edges), dark on white whatever the
-    palette (the matrix carries its own quiet zone). Drawn `module_px` per module, or fewer if its box is too small
-    for that; `side` is the side actually drawn."""
+    """A QR code drawn as one texture of one texel per module, magnified with nearest-neighbour sampling to whole
+    pixels per module (sharp edges), dark on white whatever the palette (the matrix carries its own quiet zone).
+    One textured rectangle instead of hundreds of rectangles: a software renderer draws it in one pass. Drawn
+    `module_px` per module, or fewer if its box is too small for that; `side` is the side actually drawn."""
 
     module_px = NumericProperty(1)
     side = NumericProperty(0)
 
     def __init__(self, **kwargs: Any) -> None:
-        self._matrix: list[list[bool]] = []
+        self._texture: Any = None
+        self._modules = 0
+        self._rectangle: Any = None
         super().__init__(**kwargs)
-        self.bind(pos=self._redraw, size=self._redraw, module_px=self._redraw)
+        self.bind(pos=self._place, size=self._place, module_px=self._place)
 
     def show(self, matrix: list[list[bool]]) -> None:
-        self._matrix = matrix
-        self._redraw()
+        self.show_texture(qr_texture(matrix), len(matrix))
+
+    def show_texture(self, texture: Any, modules: int) -> None:
+        """Show a texture made by `qr_texture` (of a code `modules` modules wide)."""
+        from kivy.graphics import Color, Rectangle
+
+        self._texture, self._modules = texture, modules
+        self.canvas.clear()
+        with self.canvas:
+            Color(1, 1, 1, 1)
+            self._rectangle = Rectangle(texture=texture)
+        self._place()
 
     def clear(self) -> None:
-        self._matrix = []
+        self._texture, self._modules, self._rectangle = None, 0, None
         self.side = 0
         self.canvas.clear()
 
-    def _redraw(self, *_args: Any) -> None:
-        from kivy.graphics import Color, Rectangle
-
-        self.canvas.clear()
-        if not self._matrix:
+    def _place(self, *_args: Any) -> None:
+        if self._rectangle is None or not self._modules:
             return
-        n = len(self._matrix)
+        n = self._modules
         module = max(1, min(int(self.module_px), int(min(self.width, self.height)) // n))
         side = self.side = n * module
-        x0 = round(self.x + (self.width - side) / 2)
-        y0 = round(self.y + (self.height - side) / 2)
-        with self.canvas:
-            Color(1, 1, 1, 1)
-            Rectangle(pos=(x0, y0), size=(side, side))
-            Color(0, 0, 0, 1)
-            for r, row in enumerate(self._matrix):
-                y = y0 + (n - 1 - r) * module
-                c = 0
-                while c < n:  # one rectangle per run of dark modules: a few hundred instructions, not 1,700
-                    if not row[c]:
-                        c += 1
-                        continue
-                    start = c
-                    while c < n and row[c]:
-                        c += 1
-                    Rectangle(pos=(x0 + start * module, y), size=((c - start) * module, module))
+        # whole-pixel origin: every module edge falls on a pixel edge
+        self._rectangle.pos = (round(self.x + (self.width - side) / 2), round(self.y + (self.height - side) / 2))
+        self._rectangle.size = (side, side)
+
+
+def qr_texture(matrix: list[list[bool]]) -> Any:
+    """The code as a luminance texture, one texel per module, sampled nearest (no blur between modules)."""
+    from kivy.graphics.texture import Texture
+
+    n = len(matrix)
+    # GL's first row is the bottom one. Rows are tightly packed: Kivy sets GL's unpack alignment from the width.
+    pixels = b"".join(bytes(0 if dark else 255 for dark in row) for row in reversed(matrix))
+    texture = Texture.create(size=(n, n), colorfmt="luminance", bufferfmt="ubyte")
+    texture.mag_filter = texture.min_filter = "nearest"
+    texture.blit_buffer(pixels, colorfmt="luminance", bufferfmt="ubyte")
+    return texture
 
 
 class TopBar(BoxLayout):
@@ -624,11 +663,13 @@ class BrowseScreen(KioskScreen):
         self.page = max(0, min(self.pages - 1, self.page + step))
         if self._view is not None:
             self.render(self._view)
+        refresh_stale_labels()  # cards put back in the grid
 
     def turn_room_page(self, step: int) -> None:
         self.room_page = max(0, min(self.room_pages - 1, self.room_page + step))
         if self._view is not None:
             self.render(self._view)
+        refresh_stale_labels()
 
     def forget(self) -> None:
         super().forget()
@@ -952,7 +993,15 @@ class MyVisitScreen(KioskScreen):
         self._key: tuple[object, ...] | None = None
         self._labels: list[KioskLabel] = []
         self._qr_url = ""
+        self._qr_ready: tuple[str, Any, int] | None = None
         super().__init__(**kwargs)
+
+    def prepare_qr(self, url: str) -> None:
+        """Encode the visit's code and make its texture (segno takes some 10 ms of Python): done once per visit,
+        at the frame after the first "Take it home", so that the tap on "My visit" only has to show it."""
+        if self._qr_ready is None or self._qr_ready[0] != url:
+            matrix = qr_matrix(url)
+            self._qr_ready = (url, qr_texture(matrix), len(matrix))
 
     def render(self, view: View) -> None:
         self._bars(view)
@@ -978,15 +1027,18 @@ class MyVisitScreen(KioskScreen):
             self._qr_url = ""
         elif view.take_home_url != self._qr_url:  # the same code in every language: drawn once per visit
             self._qr_url = view.take_home_url
-            matrix = qr_matrix(view.take_home_url)
-            self.qr_side = qr_side_px(len(matrix))
-            qr.module_px = self.qr_side // len(matrix)
-            qr.show(matrix)
+            self.prepare_qr(view.take_home_url)
+            assert self._qr_ready is not None
+            _, texture, modules = self._qr_ready
+            self.qr_side = qr_side_px(modules)
+            qr.module_px = self.qr_side // modules
+            qr.show_texture(texture, modules)
 
     def forget(self) -> None:
         super().forget()
         self.ids.qr.clear()
         self._qr_url = ""
+        self._qr_ready = None
         self.url = ""
         self.ids.works.clear_widgets()
         for label in self._labels:
@@ -1061,6 +1113,16 @@ class KioskRoot(FloatLayout):
         if previous is None or previous.screen != view.screen:
             screen.shown()
         self._show_countdown(view.countdown_s)
+        refresh_stale_labels()
+        url = view.take_home_url
+        if url and (previous is None or previous.take_home_url != url):
+            # At an idle moment: after the collected event has been stored (some 15 ms), before a finger can reach
+            # "My visit". Encoding is pure Python and holds the GIL: done at once, it would delay that event.
+            Clock.schedule_once(lambda _dt: self._prepare_qr(url), QR_PREPARE_DELAY_S)
+
+    def _prepare_qr(self, url: str) -> None:
+        if self._view is not None and self._view.take_home_url == url:
+            self.screens["my_visit"].prepare_qr(url)
 
     def paint_background(self, screen: str | None = None) -> None:
         from kivy.core.window import Window
@@ -1081,6 +1143,7 @@ class KioskRoot(FloatLayout):
         self.viewer.source = source
         if self.viewer.parent is None:
             self.add_widget(self.viewer, index=1 if self.overlay.parent is not None else 0)
+        refresh_stale_labels()
 
     def close_viewer(self) -> None:
         if self.viewer.parent is not None:
@@ -1143,6 +1206,7 @@ class KioskApp(App):
         it: the benchmark's start time, and a Pi that takes long to show anything is visible in its log)."""
         self.controller = controller
         self._on_first_frame = on_first_frame
+        self._finish_drawing = _gil_free_gl_finish()
         self.kiosk_mode = kiosk_mode
         self.kiosk_root: KioskRoot | None = None
         self._tick_event: Any = None
@@ -1177,6 +1241,8 @@ class KioskApp(App):
         root.render(self.controller.view)
         if self._on_first_frame is not None:
             Window.bind(on_flip=self._first_flip)
+        if self._finish_drawing is not None:
+            Window.bind(on_flip=self._finish_drawing)
         self.view = self.controller.view
         return root
 
@@ -1221,6 +1287,8 @@ class KioskApp(App):
             self._screenshots = None
         if self._window is not None:
             self._window.unbind(on_touch_down=self._on_any_touch, on_request_close=self._on_request_close)
+            if self._finish_drawing is not None:
+                self._window.unbind(on_flip=self._finish_drawing)
         if getattr(self.controller, "on_change", None) == self._on_view:
             self.controller.on_change = None
         if self.kiosk_root is not None:
@@ -1263,6 +1331,34 @@ class KioskApp(App):
         if self._screenshots is not None:
             self._screenshots.cancel()
         self._screenshots = Clock.schedule_interval(write, every_s)
+
+
+def _gil_free_gl_finish() -> Callable[..., None] | None:
+    """`glFinish` called through ctypes, which lets go of Python's GIL while the GL driver finishes the frame.
+
+    Kivy swaps buffers, and calls GL, holding the GIL. With Mesa's software renderer (llvmpipe) the frame's pixels
+    are drawn during that call, 10-20 ms at 1280×800 here, during which the event writer and the device client's
+    threads cannot run: a "take it home" waited for the frame that answered it before its event could even be
+    committed. Finishing the frame first, outside the GIL, lets them work meanwhile, and the swap that follows has
+    nothing left to draw. On a Pi's GPU it waits for the GPU the same way. Found through EGL's loader (libglvnd
+    dispatches it to the current context, EGL's or GLX's); None, and nothing changes, where it cannot be found."""
+    import ctypes
+
+    try:
+        egl = ctypes.CDLL("libEGL.so.1")
+        egl.eglGetProcAddress.restype = ctypes.c_void_p
+        egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+        address = egl.eglGetProcAddress(b"glFinish")
+    except (OSError, AttributeError):
+        return None
+    if not address:
+        return None
+    finish = ctypes.CFUNCTYPE(None)(address)
+
+    def finish_drawing(*_args: Any) -> None:
+        finish()
+
+    return finish_drawing
 
 
 class _ErrorBudget:
@@ -1505,6 +1601,14 @@ class KioskHarness:
         if self.window.canvas.needs_redraw:
             self.window.dispatch("on_draw")
             self.window.dispatch("on_flip")
+
+    def redraw(self) -> float:
+        """Draw the current frame again with nothing changed, and return the seconds it took (draw, swap, wait for
+        the pixels): the floor under any tap's frame on this screen, what the renderer alone costs."""
+        self.window.canvas.ask_update()
+        started = time.perf_counter()
+        self._finish_frame()
+        return time.perf_counter() - started
 
     def touch_targets(self) -> list[tuple[str, float, float]]:
         """(name, width, height) of every button shown and enabled: what a finger can press now."""
