@@ -43,7 +43,8 @@ def mm_to_px(mm: float, dpi: float = SCREEN_DPI) -> float:
 
 @dataclass(frozen=True)
 class Palette:
-    """Colours as "#rrggbb"; the names are what the .kv files bind to (`app.pal['background']`)."""
+    """Colours as "#rrggbb"; the names are what the .kv files bind to (`root.look.pal['background']`: each
+    screen's own look, kiosk/ui.py)."""
 
     name: str
     background: str          # screen background

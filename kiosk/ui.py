@@ -90,6 +90,7 @@ from kivy.app import App  # noqa: E402
 from kivy.cache import Cache  # noqa: E402
 from kivy.clock import Clock  # noqa: E402
 from kivy.config import Config  # noqa: E402
+from kivy.event import EventDispatcher  # noqa: E402
 from kivy.lang import Builder  # noqa: E402
 from kivy.properties import (  # noqa: E402
     BooleanProperty,
@@ -265,12 +266,27 @@ _stale_labels: weakref.WeakSet[Label] = weakref.WeakSet()
 """Labels whose look or text changed while out of the window (a hidden screen), drawn again once shown."""
 
 
+_WHITE = (1.0, 1.0, 1.0, 1.0)
+_TINTED = frozenset({"color", "disabled_color", "disabled"})
+
+
 class ScreenLabel(Label):
-    """A Label that lays out and renders its text only while in the window. Every label of every screen is bound to
-    the app's language, palette and text sizes: a change on the screen shown would otherwise re-lay out the labels
-    of the four hidden screens too, in the frame that answers the tap. A hidden label is marked stale instead, and
-    redrawn when its screen is shown (`refresh_stale_labels`). An emptied label is cleared at once, wherever it is:
-    no trace of a visitor stays in a texture."""
+    """A Label that lays out and renders its text only while in the window. A hidden screen's labels still change
+    (a visit ends and they are emptied; a screen catches up with the look just before it is shown): a hidden label
+    is marked stale instead of rendered, and redrawn when its screen is shown (`refresh_stale_labels`). An emptied
+    label is cleared at once, wherever it is: no trace of a visitor stays in a texture."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._label.options["color"] = _WHITE
+
+    def _trigger_texture_update(self, name: str | None = None, source: Any = None, value: Any = None) -> None:
+        # Kivy bakes a label's colour into its texture: a high-contrast toggle, or a finger pressing a button,
+        # would lay out and render the text again for a colour alone. The text is rendered white instead and the
+        # canvas tints it (common.kv's <-ScreenLabel>): the same pixels, and a colour change is only a uniform.
+        if source and name in _TINTED:
+            return
+        super()._trigger_texture_update(name, source, value)
 
     def texture_update(self, *largs: Any) -> None:
         if self.text and self.get_root_window() is None:
@@ -288,11 +304,77 @@ def refresh_stale_labels() -> None:
             label._trigger_texture()
 
 
-class KioskLabel(ScreenLabel):
+# --- the look: each screen has its own -------------------------------------------------------------------
+
+def look_values(language: str, modes: frozenset[str]) -> tuple[dict[str, str], dict[str, Any], dict[str, float]]:
+    """(chrome strings, palette as RGBA, text sizes) for a language and a set of modes."""
+    palette = theme.palette_for(modes)
+    return (texts.strings_for(language), {name: theme.rgba(colour) for name, colour in palette.colours().items()},
+            theme.font_sizes(theme.font_scale_for(modes)))
+
+
+class Look(EventDispatcher):
+    """What kv rules bind to for colours (`pal`), text sizes (`font`) and chrome strings (`tr`): one per screen,
+    one for the overlay, one for the picture viewer. A toggle or a language switch updates only the look of what
+    is shown, so only the rules of the visible screen fire in the frame that answers the tap (every rule of all
+    five screens did when they all bound to the app). A hidden screen's look is brought up to date (`sync`) just
+    before it is shown, in the same frame. `version` is the app's look version this look holds."""
+
+    tr = DictProperty()
+    pal = DictProperty()
+    font = DictProperty()
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.version = -1
+        super().__init__(**kwargs)
+        app = App.get_running_app()
+        if isinstance(app, KioskApp):
+            self.sync(app)
+        else:
+            self.tr, self.pal, self.font = look_values("en", frozenset())
+
+    def sync(self, app: KioskApp) -> None:
+        """Take the app's current look, if this one is older: nothing happens (no rule fires) when it is not."""
+        if self.version == app.look_version:
+            return
+        self.version = app.look_version
+        # DictProperty compares the new dict with the old one: only what changed dispatches (a language switch
+        # fires the rules bound to `tr`, not those bound to `pal` or `font`).
+        self.tr, self.pal, self.font = app.tr, app.pal, app.font
+
+
+_looks_building: list[Look] = []
+"""The look of the themed widget being built: kv makes a rule's children inside their parent's constructor, and
+each themed child takes the look of what it is built in (its screen's)."""
+
+
+class Themed:
+    """A widget whose kv rule binds to `root.look`: its screen's look, given at construction (`look=`) or taken
+    from the themed widget it is built inside (or, built alone, the app's own look, which is always current)."""
+
+    look = ObjectProperty(None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        look = kwargs.setdefault("look", _current_look())
+        _looks_building.append(look)
+        try:
+            super().__init__(**kwargs)
+        finally:
+            _looks_building.pop()
+
+
+def _current_look() -> Look:
+    if _looks_building:
+        return _looks_building[-1]
+    app = App.get_running_app()
+    return app.look if isinstance(app, KioskApp) else Look()
+
+
+class KioskLabel(Themed, ScreenLabel):
     pass
 
 
-class KioskButton(ButtonBehavior, ScreenLabel):
+class KioskButton(Themed, ButtonBehavior, ScreenLabel):
     key = StringProperty("")
     """A stable name for the tests and the benchmark (`KioskHarness.find`): "take_home", "artwork:<id>"…"""
     selected = BooleanProperty(False)
@@ -310,11 +392,11 @@ class PictureButton(ButtonBehavior, Image):
     key = StringProperty("")
 
 
-class AudioProgress(Widget):
+class AudioProgress(Themed, Widget):
     value = NumericProperty(0.0)
 
 
-class ArtworkCard(ButtonBehavior, BoxLayout):
+class ArtworkCard(Themed, ButtonBehavior, BoxLayout):
     key = StringProperty("")
     artwork_id = StringProperty("")
     image = StringProperty("")
@@ -418,7 +500,7 @@ def qr_texture(matrix: list[list[bool]]) -> Any:
     return texture
 
 
-class TopBar(BoxLayout):
+class TopBar(Themed, BoxLayout):
     museum_name = StringProperty("")
     count = NumericProperty(0)
     screen = StringProperty("")
@@ -433,7 +515,7 @@ class TopBar(BoxLayout):
         self.screen = view.screen
         box = self.ids.languages
         while len(self._language_buttons) < len(view.languages):
-            self._language_buttons.append(LanguageButton())
+            self._language_buttons.append(LanguageButton(look=self.look))
         if len(box.children) != len(view.languages):
             box.clear_widgets()
             for button in self._language_buttons[:len(view.languages)]:
@@ -451,7 +533,7 @@ class TopBar(BoxLayout):
             button.selected = False
 
 
-class ModeBar(BoxLayout):
+class ModeBar(Themed, BoxLayout):
     modes = ObjectProperty(frozenset())
 
     def render(self, view: View) -> None:
@@ -461,7 +543,7 @@ class ModeBar(BoxLayout):
         self.modes = frozenset()
 
 
-class StillThereOverlay(FloatLayout):
+class StillThereOverlay(Themed, FloatLayout):
     seconds = NumericProperty(0)
 
     def on_touch_down(self, touch: Any) -> bool:
@@ -473,7 +555,7 @@ class StillThereOverlay(FloatLayout):
         return True
 
 
-class ImageViewer(FloatLayout):
+class ImageViewer(Themed, FloatLayout):
     """The full-screen view of a work's picture; any touch closes it."""
 
     source = StringProperty("")
@@ -487,9 +569,14 @@ class ImageViewer(FloatLayout):
 
 # --- screens ------------------------------------------------------------------------------------------------
 
-class KioskScreen(Screen):
+class KioskScreen(Themed, Screen):
     """A screen renders a view; `render` is called for every view while the screen is current (it skips what is
-    unchanged) and `forget` when a visit ends (no trace of the visitor may stay in any widget)."""
+    unchanged) and `forget` when a visit ends (no trace of the visitor may stay in any widget). Its widgets bind
+    to its own `look`, which `KioskRoot` keeps current while it is shown and brings up to date before it is."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("look", Look())
+        super().__init__(**kwargs)
 
     def render(self, view: View) -> None:
         pass
@@ -627,7 +714,7 @@ class BrowseScreen(KioskScreen):
         self.room_title = _local(museum.room(view.zone_id).name, view.language) if view.zone_id else ""
         grid = self.ids.grid
         while len(self._cards) < len(shown):
-            self._cards.append(ArtworkCard())
+            self._cards.append(ArtworkCard(look=self.look))
         grid.clear_widgets()
         for card, artwork in zip(self._cards, shown, strict=False):
             card.artwork_id = artwork.artwork_id
@@ -646,17 +733,18 @@ class BrowseScreen(KioskScreen):
         rooms = museum.rooms[self.room_page * rooms_per_page:(self.room_page + 1) * rooms_per_page]
         box = self.ids.rooms
         while len(self._room_buttons) < len(rooms):
-            button = RoomButton()
+            button = RoomButton(look=self.look)
             button.size_hint_y = None
             self._room_buttons.append(button)
         box.clear_widgets()
         app = App.get_running_app()
+        font = self.look.font
         for button, room in zip(self._room_buttons, rooms, strict=False):
             button.zone_id = room.zone_id
             button.key = f"room:{room.zone_id}"
             button.text = _local(room.name, view.language)
             button.selected = room.zone_id == view.zone_id
-            button.height = max(app.touch_px, app.font["button"] * 3.6)
+            button.height = max(app.touch_px, font["button"] * 3.6)
             box.add_widget(button)
 
     def turn_page(self, step: int) -> None:
@@ -1014,7 +1102,7 @@ class MyVisitScreen(KioskScreen):
         museum = view.museum
         works = [museum.artwork(a) for a in view.collected if museum is not None and a in _ids(museum)]
         while len(self._labels) < len(works):
-            self._labels.append(KioskLabel())
+            self._labels.append(KioskLabel(look=self.look))
         for label, artwork in zip(self._labels, works, strict=False):
             label.text = f"{_local(artwork.title, view.language)} — {artwork.artist}, {artwork.year}"
             box.add_widget(label)
@@ -1085,8 +1173,8 @@ class KioskRoot(FloatLayout):
         for screen in self.screens.values():
             self.manager.add_widget(screen)
         self.add_widget(self.manager)
-        self.overlay = StillThereOverlay()
-        self.viewer = ImageViewer()
+        self.overlay = StillThereOverlay(look=Look())
+        self.viewer = ImageViewer(look=Look())
         self.viewer.closer = self.close_viewer
         self._view: View | None = None
 
@@ -1095,6 +1183,10 @@ class KioskRoot(FloatLayout):
         app = App.get_running_app()
         if previous is None or (previous.language, previous.modes) != (view.language, view.modes):
             app.apply_look(view.language, view.modes)
+        # Only what is shown follows the look now; the screen about to be shown catches up before it renders.
+        self.screens[view.screen].look.sync(app)
+        if self.viewer.parent is not None:
+            self.viewer.look.sync(app)
         if previous is not None and (previous.pack_path != view.pack_path or previous.museum is not view.museum):
             _clear_image_cache()
         if previous is None or previous.session_id != view.session_id:
@@ -1136,10 +1228,12 @@ class KioskRoot(FloatLayout):
                 self.remove_widget(self.overlay)
             return
         self.overlay.seconds = seconds
+        self.overlay.look.sync(App.get_running_app())
         if self.overlay.parent is None:
             self.add_widget(self.overlay)
 
     def open_viewer(self, source: str) -> None:
+        self.viewer.look.sync(App.get_running_app())
         self.viewer.source = source
         if self.viewer.parent is None:
             self.add_widget(self.viewer, index=1 if self.overlay.parent is not None else 0)
@@ -1191,8 +1285,10 @@ def load_kv() -> None:
 class KioskApp(App):
     """Renders `controller.view`; every button calls a controller method; every touch calls `controller.touch()`.
 
-    kv binds to `tr` (chrome strings of the language shown), `pal` (the palette as RGBA), `font` (text sizes,
-    scaled by large-text mode) and `touch_px` (the minimum touch target)."""
+    `tr` (chrome strings of the language shown), `pal` (the palette as RGBA) and `font` (text sizes, scaled by
+    large-text mode) are the current look, numbered `look_version`; kv binds to each screen's copy (`Look`), and
+    to `touch_px` (the minimum touch target). `look` is the app's own copy, always current, for a themed widget
+    built outside any screen."""
 
     tr = DictProperty()
     pal = DictProperty()
@@ -1214,13 +1310,18 @@ class KioskApp(App):
         self._screenshots: Any = None
         super().__init__(**kwargs)
         self.title = "Museum kiosk"
+        self.look_version = 0
         self.apply_look(controller.view.language, controller.view.modes)
+        self.look = Look()
 
     def apply_look(self, language: str, modes: frozenset[str]) -> None:
-        palette = theme.palette_for(modes)
-        self.tr = texts.strings_for(language)
-        self.pal = {name: theme.rgba(colour) for name, colour in palette.colours().items()}
-        self.font = theme.font_sizes(theme.font_scale_for(modes))
+        """Make this the current look. Screens take it with `Look.sync`: KioskRoot.render syncs the one shown."""
+        values = look_values(language, modes)
+        if values != (self.tr, self.pal, self.font):
+            self.tr, self.pal, self.font = values
+            self.look_version += 1
+        if getattr(self, "look", None) is not None:
+            self.look.sync(self)
         if self.kiosk_root is not None:
             self.kiosk_root.paint_background()
 

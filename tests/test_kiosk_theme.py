@@ -40,7 +40,7 @@ def test_contrast_formula_matches_wcag_reference_values() -> None:
 def test_every_colour_the_kv_files_use_is_in_the_palettes() -> None:
     used = set()
     for kv in KV_DIR.glob("*.kv"):
-        used |= set(re.findall(r"app\.pal\['([a-z_]+)'\]", kv.read_text("utf-8")))
+        used |= set(re.findall(r"\.pal\['([a-z_]+)'\]", kv.read_text("utf-8")))
     assert used, "the kv files use no palette colour?"
     assert used <= set(theme.NORMAL.colours()), used - set(theme.NORMAL.colours())
     text_colours = {fg for fg, _ in theme.TEXT_PAIRS} | {bg for _, bg in theme.TEXT_PAIRS}
@@ -74,7 +74,7 @@ def test_every_ui_string_exists_in_french_and_english() -> None:
 def test_every_string_the_kv_files_use_exists() -> None:
     used = set()
     for kv in KV_DIR.glob("*.kv"):
-        used |= set(re.findall(r"app\.tr\['([a-z_]+)'\]", kv.read_text("utf-8")))
+        used |= set(re.findall(r"\.tr\['([a-z_]+)'\]", kv.read_text("utf-8")))
     assert used and used <= set(texts.STRINGS), used - set(texts.STRINGS)
 
 

@@ -28,6 +28,7 @@ from support import assert_not_blank
 
 from content.pack import build_pack
 from content.sample import SAMPLE_MUSEUM_PATH
+from kiosk import texts, theme
 from kiosk.controller import KioskController
 from kiosk.pack_store import InstalledPack, PackStore
 from protocol.events import (
@@ -347,6 +348,69 @@ def test_modes_from_the_accessibility_bar(kiosk: Kiosk, shots: Path) -> None:
     harness.tap("back")
     assert not screen.audio.playing and not screen.video_shown
     assert view().modes == {"large_text", "sign_language", "audio_description"}
+
+
+def assert_in_look(kiosk: Kiosk, palette: theme.Palette, scale: float, language: str) -> None:
+    """Every label shown, in the frame just drawn, has the palette's colours, the text sizes of `scale` and the
+    chrome of `language`, and its texture was drawn with them (none left stale or waiting for a later frame)."""
+    from kivy.uix.label import Label
+
+    from kiosk import ui
+
+    harness = kiosk.harness
+    colours = {theme.rgba(colour) for colour in palette.colours().values()}
+    sizes = set(theme.font_sizes(scale).values())
+    labels = [w for w in harness.walk() if isinstance(w, Label) and w.text and harness.visible(w)]
+    assert len(labels) >= 8
+    for label in labels:
+        assert tuple(label.color) in colours, (label.text, tuple(label.color), palette.name)
+        assert label.font_size in sizes, (label.text, label.font_size, scale)
+        assert label not in ui._stale_labels and not label._trigger_texture.is_triggered, label.text
+        assert label._label.text == label.text and label.texture is not None, label.text
+    from kivy.core.window import Window
+
+    background = "attract" if kiosk.controller.view.screen == "attract" else "background"
+    assert tuple(Window.clearcolor) == theme.rgba(palette.colours()[background])
+    shown = harness.texts()
+    other = "fr" if language == "en" else "en"
+    for key in ("end_visit", "back") if kiosk.controller.view.screen == "my_visit" else ("end_visit",):
+        assert texts.STRINGS[key][language] in shown and texts.STRINGS[key][other] not in shown, key
+
+
+def test_a_screen_shown_after_a_toggle_is_in_the_new_look_in_its_first_frame(kiosk: Kiosk, shots: Path) -> None:
+    """Only the screen shown follows a toggle or a language switch at once; another screen catches up before it
+    appears: already right in the frame that shows it."""
+    harness, view = kiosk.harness, lambda: kiosk.controller.view
+    harness.tap((640, 400))
+    harness.tap(f"artwork:{title_id(kiosk)}")
+    assert view().screen == "detail"
+    assert_in_look(kiosk, theme.NORMAL, 1.0, "fr")
+    for name in ("mode:high_contrast", "mode:large_text", "lang:en"):
+        harness.tap(name)
+    assert_in_look(kiosk, theme.HIGH_CONTRAST, theme.LARGE_TEXT_SCALE, "en")
+
+    harness.tap("my_visit")  # never shown yet in this app: built in French, normal
+    assert view().screen == "my_visit"
+    assert_in_look(kiosk, theme.HIGH_CONTRAST, theme.LARGE_TEXT_SCALE, "en")
+    assert texts.STRINGS["my_visit_title"]["en"] in harness.texts()
+    path = shoot(kiosk, shots, "my_visit-en-high-contrast-large-text-after-toggle")
+    with Image.open(path) as image:
+        black = dict((colour, count) for count, colour in image.convert("RGB").getcolors(maxcolors=1 << 20) or [])
+    assert black.get((0, 0, 0), 0) > 0.3 * 1280 * 800
+
+    harness.tap("back")  # to browse, last shown in French and normal
+    assert view().screen == "browse"
+    assert_in_look(kiosk, theme.HIGH_CONTRAST, theme.LARGE_TEXT_SCALE, "en")
+    assert texts.STRINGS["rooms"]["en"] in harness.texts()
+    shoot(kiosk, shots, "browse-en-high-contrast-large-text-after-toggle")
+
+    harness.tap("mode:high_contrast")
+    harness.tap("lang:fr")
+    harness.tap("mode:large_text")
+    harness.tap(f"artwork:{title_id(kiosk)}")  # the detail screen, last shown in English, high contrast
+    assert view().screen == "detail"
+    assert_in_look(kiosk, theme.NORMAL, 1.0, "fr")
+    shoot(kiosk, shots, "detail-fr-normal-after-toggle")
 
 
 def test_every_button_is_a_large_enough_target_on_every_screen(kiosk: Kiosk) -> None:
