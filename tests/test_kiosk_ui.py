@@ -353,24 +353,20 @@ def test_modes_from_the_accessibility_bar(kiosk: Kiosk, shots: Path) -> None:
 def assert_in_look(kiosk: Kiosk, palette: theme.Palette, scale: float, language: str) -> None:
     """Every label shown, in the frame just drawn, has the palette's colours, the text sizes of `scale` and the
     chrome of `language`, and its texture was drawn with them (none left stale or waiting for a later frame)."""
-    from kivy.uix.label import Label
-
     from kiosk import ui
 
     harness = kiosk.harness
     colours = {theme.rgba(colour) for colour in palette.colours().values()}
     sizes = set(theme.font_sizes(scale).values())
-    labels = [w for w in harness.walk() if isinstance(w, Label) and w.text and harness.visible(w)]
+    labels = [w for w in harness.walk() if isinstance(w, ui.Label) and w.text and harness.visible(w)]
     assert len(labels) >= 8
     for label in labels:
         assert tuple(label.color) in colours, (label.text, tuple(label.color), palette.name)
         assert label.font_size in sizes, (label.text, label.font_size, scale)
         assert label not in ui._stale_labels and not label._trigger_texture.is_triggered, label.text
         assert label._label.text == label.text and label.texture is not None, label.text
-    from kivy.core.window import Window
-
     background = "attract" if kiosk.controller.view.screen == "attract" else "background"
-    assert tuple(Window.clearcolor) == theme.rgba(palette.colours()[background])
+    assert tuple(harness.window.clearcolor) == theme.rgba(palette.colours()[background])
     shown = harness.texts()
     other = "fr" if language == "en" else "en"
     for key in ("end_visit", "back") if kiosk.controller.view.screen == "my_visit" else ("end_visit",):
