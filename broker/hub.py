@@ -23,7 +23,6 @@ nothing is lost.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from broker.hub_store import (
 )
 from broker.screenshots import ScreenshotLimits, ScreenshotStore
 from bus.config import ClientConfig
+from bus.memory import release_freed_memory
 from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol import topics
 from protocol.canonical import EventRecord, event_record, scan_events
@@ -488,7 +488,7 @@ class Hub:
             self._release_memory = True
         elif self._release_memory:
             self._release_memory = False
-            _release_freed_memory()
+            release_freed_memory()
 
     def purge(self) -> None:
         settings = self.settings
@@ -560,19 +560,3 @@ class Hub:
                 "top_viewed": [{"artwork_id": work, "views": views} for work, views in by_work.most_common(10)],
                 "views_by_language": dict(by_language.most_common()),
                 "occupancy": {zone: {"count": count, "at": at} for zone, count, at in sorted(activity.occupancy)}}
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
-    except OSError:
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def _release_freed_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's malloc_trim); elsewhere, nothing to do."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bus.memory import release_freed_memory
 from kiosk import captions, texts, theme
 from kiosk.take_home import qr_matrix, qr_side_px
 from protocol.codec import MAX_SCREENSHOT_PNG_BYTES
@@ -1250,17 +1251,10 @@ class KioskRoot(FloatLayout):
 
 
 def release_memory(*_args: Any) -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere).
-
-    Label and image textures are freed and reallocated in many sizes as screens change; glibc keeps the freed
-    memory, so the process's RSS creeps up by megabytes per thousand taps although nothing leaks (measured: a trim
-    brings it back to the same figure every time). Called at idle moments, when the attract loop shows: ~4 ms."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Give the C heap's free pages back at an idle moment (a Clock callback). Label and image textures are freed
+    and reallocated in many sizes as screens change; without a trim RSS creeps up by megabytes per thousand taps
+    although nothing leaks (measured: a trim brings it back to the same figure every time); ~4 ms."""
+    release_freed_memory()
 
 
 def _clear_image_cache() -> None:
