@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := hub,kiosk,dev
+EXTRAS := hub,kiosk,gateway,qr,dev
 DEMO_ARGS ?=
 
 .PHONY: demo test system-packages venv lint bench docs clean
@@ -18,11 +18,15 @@ test: venv
 	$(PY) -m mypy
 	$(PY) -m bench.bus
 	$(PY) -m bench.kiosk
+	$(PY) -m bench.ble
+	$(PY) -m bench.qr
 	$(PY) -m pytest -q
 
 bench: venv
 	$(PY) -m bench.bus
 	$(PY) -m bench.kiosk
+	$(PY) -m bench.ble
+	$(PY) -m bench.qr
 
 docs: venv
 	$(PY) -m museum docs events

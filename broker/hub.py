@@ -12,6 +12,10 @@ without bound: a round is bounded in bytes (`HubSettings.round_max_bytes`) as we
 device and in all (`QuarantineLimits`), and events whose times are far from the hub's clock are refused, so that
 retention finds every stored row.
 
+Visitor tags: a tagged event (`visit.linked`, `tag.returned`, `proximity.*` with a `tag_id`) is stored with its
+tag resolved to the visit it is lent to and removed (`broker.tag_links`), in the round's commit; the tag links
+are deleted when the tag is returned, or `HubSettings.tag_link_max_hours` after the lending.
+
 Screenshots (a device's answer to a `screenshot` command, on its own topic) are not events: the hub writes each
 as a file (`broker.screenshots`, bounded) and never stores it in its database; an invalid one is quarantined like
 any input.
@@ -45,12 +49,13 @@ from broker.hub_store import (
     record_payload,
 )
 from broker.screenshots import ScreenshotLimits, ScreenshotStore
+from broker.tag_links import TAG_MARK, TAGGED_TYPES, carries_tag, without_tag
 from bus.config import ClientConfig
 from bus.memory import release_freed_memory
 from bus.mqtt import Credentials, Endpoint, MqttLink, Received
 from protocol import topics
 from protocol.canonical import EventRecord, event_record, scan_events
-from protocol.codec import decode_event_message, decode_presence, decode_screenshot, encode_ack, encode_event
+from protocol.codec import decode_event_message, decode_presence, decode_screenshot, encode_ack
 from protocol.errors import ContractError
 from protocol.events import DeviceStatus
 from protocol.ids import event_id_floor, format_instant, utc_now
@@ -77,6 +82,9 @@ class HubSettings:
     retention_days: float = 90.0
     quarantine_retention_days: float = 30.0
     purge_interval_s: float = 3600.0
+    tag_link_max_hours: float = 12.0
+    """Forget which visit a lent tag belongs to this long after it was lent, if it was never returned (at the
+    next purge): a visit with a lent tag does not outlast a museum's opening day."""
     # Lines about certificates that expire soon, logged as warnings at start and every day (the CLI passes the
     # site's check; the hub itself knows nothing of the site's files).
     certificate_warnings: Callable[[], list[str]] | None = None
@@ -169,6 +177,8 @@ class _Round:
     received_at: datetime
     window: TimeWindow
     events: list[EventRecord] = field(default_factory=list)
+    tagged: list[EventRecord] = field(default_factory=list)
+    """Events with a visitor tag to resolve (`tag_links.carries_tag`), in the order received."""
     quarantined: list[QuarantineEntry] = field(default_factory=list)
     devices: dict[str, DeviceSeen] = field(default_factory=dict)
     committed: dict[str, list[str]] = field(default_factory=dict)
@@ -191,6 +201,9 @@ class _Round:
             self.rejected.setdefault(device_id, []).append(Rejection(error.event_id, _reason(error)))
 
 
+_WATCHED_TYPES = frozenset({DeviceStatus.type, *TAGGED_TYPES})
+"""The types the canonical path looks at more closely: a status updates the registry, a tag is resolved."""
+
 ACK_MAX_BYTES = 128 * 1024
 """Encoded size above which a round's acknowledgement to one device is split: a quarter of what the device
 accepts (codec.MAX_MESSAGE_BYTES) and far below the broker's packet limit, whatever the reasons say."""
@@ -200,6 +213,12 @@ REASON_MAX_CHARS = 500
 
 def _reason(error: ContractError) -> str:
     return f"{error.code}: {error.detail}"[:REASON_MAX_CHARS]
+
+
+def _refused_copy(record: EventRecord) -> bytes:
+    """What the quarantine keeps of an event the hub itself refused: the event as the codec encodes it, without
+    its visitor tag (a refused `visit.linked` would otherwise tie its tag to its visit for the quarantine's days)."""
+    return record_payload(without_tag(record)[1] if carries_tag(record) else record)
 
 
 def _acks(committed: list[str], rejected: list[Rejection]) -> list[Ack]:
@@ -286,10 +305,11 @@ class Hub:
         now = time.monotonic()
         sightings = self._registry.needed(batch.devices.values(), now)
         try:
-            result = self.store.commit_round(batch.events, batch.quarantined, sightings, batch.received_at)
+            result = self.store.commit_round(batch.events, batch.quarantined, sightings, batch.received_at,
+                                             batch.tagged)
         except sqlite3.Error as error:
             # Nothing is acknowledged, so the devices keep these events and resend them: nothing is lost.
-            self._storage_failed(error, len(batch.events))
+            self._storage_failed(error, len(batch.events) + len(batch.tagged))
             time.sleep(0.5)
             return []
         self._registry.written(sightings, now)
@@ -369,13 +389,22 @@ class Hub:
                                        for r in records):
             # Canonical, addressed right, and in time: every field is already checked (see protocol.canonical).
             batch.see(DeviceSeen(device_id))
-            batch.events += records
             batch.committed.setdefault(device_id, []).extend([record.event_id for record in records])
             status = DeviceStatus.type
-            for record in records:
-                if record.type == status:
-                    own = json.loads(record.fields)
-                    batch.see(DeviceSeen(device_id, own["kind"], own["software_version"]))
+            tagged = False
+            for record in records:  # one pass finds both: most events are neither, and pay one set lookup
+                kind = record.type
+                if kind in _WATCHED_TYPES:
+                    if kind == status:
+                        own = json.loads(record.fields)
+                        batch.see(DeviceSeen(device_id, own["kind"], own["software_version"]))
+                    elif TAG_MARK in record.fields:
+                        tagged = True
+            if tagged:
+                for record in records:
+                    (batch.tagged if carries_tag(record) else batch.events).append(record)
+            else:
+                batch.events += records
             return
         self._collect_strictly(message, device_id, batch)
 
@@ -394,15 +423,15 @@ class Hub:
             if event.device_id != device_id:
                 mismatch = ContractError("device_mismatch", f"event says device {event.device_id} but was "
                                          f"published on {device_id}'s topic", event_id=event.event_id)
-                batch.quarantine(message.topic, encode_event(event), mismatch, device_id)
+                batch.quarantine(message.topic, _refused_copy(event_record(event)), mismatch, device_id)
             elif event.site_id != self.site_id:
                 mismatch = ContractError("site_mismatch", f"event says site {event.site_id}, this hub serves "
                                          f"{self.site_id}", event_id=event.event_id)
-                batch.quarantine(message.topic, encode_event(event), mismatch, device_id)
+                batch.quarantine(message.topic, _refused_copy(event_record(event)), mismatch, device_id)
             elif not batch.window.admits(record := event_record(event)):
-                batch.quarantine(message.topic, record_payload(record), batch.window.refusal(record), device_id)
+                batch.quarantine(message.topic, _refused_copy(record), batch.window.refusal(record), device_id)
             else:
-                batch.events.append(record)
+                (batch.tagged if carries_tag(record) else batch.events).append(record)
                 batch.committed.setdefault(device_id, []).append(event.event_id)
                 if isinstance(event, DeviceStatus):
                     batch.see(DeviceSeen(device_id, event.kind, event.software_version))
@@ -492,6 +521,15 @@ class Hub:
 
     def purge(self) -> None:
         settings = self.settings
+        # The links first, and apart: a failure of the (larger) events purge must not keep a tag tied to its visit.
+        try:
+            links = self.store.purge_tag_links(utc_now(), max_hours=settings.tag_link_max_hours)
+        except sqlite3.Error as error:
+            log.error("hub: purge of old visitor tag links failed (%s); will try again at the next interval", error)
+        else:
+            if links:
+                log.info("hub: forgot the visits of %d visitor tags lent more than %g hours ago and never returned",
+                         links, settings.tag_link_max_hours)
         try:
             events, quarantined = self.store.purge(utc_now(), events_days=settings.retention_days,
                                                    quarantine_days=settings.quarantine_retention_days,

@@ -86,6 +86,9 @@ VERBOSE_HELP = ("Also log at INFO level: the settings at start, every connection
               help="Delete events this many days after they occurred, or after the hub received them if sooner.")
 @click.option("--quarantine-retention-days", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Delete quarantined input this many days after it arrived.")
+@click.option("--tag-link-max-hours", type=click.FloatRange(min=1), default=12.0, show_default=True,
+              help="Forget which visit a lent tag belongs to this many hours after it was lent, if it was never "
+                   "returned.")
 @click.option("--past-tolerance-days", type=click.FloatRange(min=1), default=PAST_TOLERANCE_DAYS, show_default=True,
               help="Refuse (quarantine) an event whose occurred_at or event_id time is more than this many days "
                    "before the hub's clock.")
@@ -100,14 +103,15 @@ VERBOSE_HELP = ("Also log at INFO level: the settings at start, every connection
               help="Keep at most this much quarantined input in all; past it, count it only.")
 @click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
 def run_command(site_dir: Path, db_path: Path | None, retention_days: float, quarantine_retention_days: float,
-                past_tolerance_days: float, future_tolerance_days: float, quarantine_device_mib: float,
-                quarantine_total_mib: float, verbose: bool) -> None:
+                tag_link_max_hours: float, past_tolerance_days: float, future_tolerance_days: float,
+                quarantine_device_mib: float, quarantine_total_mib: float, verbose: bool) -> None:
     """Run the hub in the foreground until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     site = _load_site(site_dir)
     settings = HubSettings(_load_config(site.hub_config), db_path or site.hub_database, site.hub_stats_file,
                            retention_days=retention_days, quarantine_retention_days=quarantine_retention_days,
+                           tag_link_max_hours=tag_link_max_hours,
                            certificate_warnings=lambda: certificate_warnings(site),
                            past_tolerance_days=past_tolerance_days, future_tolerance_days=future_tolerance_days,
                            quarantine_limits=QuarantineLimits(device_bytes=int(quarantine_device_mib * MIB),
@@ -166,6 +170,10 @@ def stats_command(site_dir: Path, db_path: Path | None, as_json: bool) -> None:
         click.echo(f"Quarantined but not kept (over a quarantine bound): {stats.quarantine_not_stored_total}")
         for device_id, count in stats.quarantine_not_stored_by_device.items():
             click.echo(f"  {device_id or '(no device)':<32} {count:>10}")
+    if stats.attention:
+        click.echo(f"Needs attention: {len(stats.attention)}")
+        for item in stats.attention:
+            click.echo(f"  {item.device_id} {item.subject}: {item.state} since {item.since}: {item.detail}")
     click.echo(f"Devices online: {len(stats.devices_online)} of {stats.devices_known} known")
     for device_id in stats.devices_online:
         click.echo(f"  {device_id}")

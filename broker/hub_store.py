@@ -14,10 +14,13 @@ What each table keeps and why (also in docs/hub.md):
 - `quarantine_counts`: how much quarantined input arrived per device and code, and how much of it was not kept
   (over a bound): a few small rows, so the count goes on when the copies stop.
 - `devices`: one row per device seen: kind, software version, online/offline, last seen.
+- `tag_links`: which visit each lent visitor tag belongs to now (`broker.tag_links`): the only place a tag and a
+  visit meet; stored events carry no tag.
 
 Retention (`purge`, run hourly by the hub): events are deleted `events_days` (default 90) after they occurred
 or after the hub received them, whichever comes first (see `purge`), quarantine rows `quarantine_days` (default
-30) after they arrived. Device rows and counters hold no personal data and stay.
+30) after they arrived. Device rows and counters hold no personal data and stay. A tag's link goes when the tag
+is returned, or `tag_link_max_hours` (default 12) after it was lent (`purge_tag_links`).
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from broker import tag_links
 from bus.checkpointer import Checkpointer
 from protocol.canonical import EventRecord
 from protocol.ids import event_id_floor, event_id_time, format_instant, parse_instant
@@ -124,7 +128,19 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.conn.executemany("DELETE FROM events WHERE event_id = ?", doomed)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    # Keyed on the tag, without a rowid: the hub looks a tag up for each tagged event. No index on `since`: the
+    # hourly purge reads a table of a few thousand rows at most (one per tag lent within the last hours). IF NOT
+    # EXISTS: a database whose user_version was set back (a restored copy, a test) migrates again without failing.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS tag_links (
+            tag_id TEXT PRIMARY KEY,
+            visit_id TEXT NOT NULL,
+            since TEXT NOT NULL
+        ) WITHOUT ROWID""")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 def _conflict_entry(record: EventRecord) -> QuarantineEntry:
@@ -176,6 +192,24 @@ class HubStats:
     quarantine_not_stored_total: int = 0
     """Quarantined input that arrived past a `QuarantineLimits` bound: counted, not kept."""
     quarantine_not_stored_by_device: dict[str, int] = field(default_factory=dict)
+    attention: list[Attention] = field(default_factory=list)
+    """What staff should look at: scanners not scanning, beacons with a recent alert."""
+
+
+@dataclass(frozen=True)
+class Attention:
+    """One thing a device reported that staff should look at: a BLE station whose scanner is not `scanning`
+    (its latest `scanner.status`), or a beacon's latest `beacon.alert` of the last day (unless `heard_again`)."""
+
+    device_id: str
+    subject: str
+    """`scanner` or the beacon's id."""
+    state: str
+    detail: str
+    since: str
+
+
+ALERT_WINDOW = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -230,9 +264,14 @@ class HubStore:
         return len(MIGRATIONS)
 
     def commit_round(self, events: Sequence[EventRecord], quarantined: Sequence[QuarantineEntry],
-                     devices: Iterable[DeviceSeen], received_at: datetime) -> CommitResult:
+                     devices: Iterable[DeviceSeen], received_at: datetime,
+                     tagged: Sequence[EventRecord] = ()) -> CommitResult:
         """Store one group of valid events (as `protocol.canonical` records them), quarantined input (within
-        `limits`) and registry updates in one transaction."""
+        `limits`) and registry updates in one transaction.
+
+        `events` carry no visitor tag; `tagged` are the records that do (`tag_links.carries_tag`), in the order
+        received: each is stored with its tag resolved to a visit and removed, and the tag links change with
+        them, in this same transaction (`tag_links.store_tagged`)."""
         when = format_instant(received_at)
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -243,12 +282,16 @@ class HubStore:
                 cursor = conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                           [(*record, when) for record in events])
                 inserted = cursor.rowcount
-                if inserted < len(events):  # resends, the common reason, or another device's id
-                    conflicts = self._conflicts(events)
+            if tagged:
+                tags = tag_links.store_tagged(conn, tagged, when)
+                inserted += tags.inserted
+                events = [*events, *tags.stored]
+            if inserted < len(events):  # resends, the common reason, or another device's id
+                conflicts = self._conflicts(events)
             if conflicts:
                 quarantined = [*quarantined, *(_conflict_entry(record) for record in conflicts)]
             usage, stored_bytes, not_stored = self._quarantine(conn, quarantined, when)
-            pages = 1 + len(events) // ROWS_PER_PAGE + stored_bytes // PAGE_BYTES
+            pages = 1 + len(events) // ROWS_PER_PAGE + stored_bytes // PAGE_BYTES + bool(tagged)
             for seen in devices:
                 pages += 1
                 since = format_instant(seen.state_since) if seen.state_since else None
@@ -384,6 +427,23 @@ class HubStore:
         self._checkpointer.wrote(1 + (events + quarantined) // ROWS_PER_PAGE)
         return events, quarantined
 
+    def purge_tag_links(self, now: datetime, *, max_hours: float) -> int:
+        """Delete the links of tags lent more than `max_hours` before `now` and never returned; returns how many.
+        A visit with a lent tag does not outlast the museum's opening day."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = tag_links.purge(conn, format_instant(now - timedelta(hours=max_hours)))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._checkpointer.wrote(1 + deleted // ROWS_PER_PAGE)
+        return deleted
+
+    def count_links(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM tag_links").fetchone()[0]
+
     def count_events(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
@@ -414,7 +474,26 @@ class HubStore:
         known = self.db.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
         not_stored = self.quarantine_not_stored()
         return HubStats(sum(by_type.values()), by_type, sum(by_code.values()), by_code, online, known,
-                        sum(not_stored.values()), not_stored)
+                        sum(not_stored.values()), not_stored, self.attention(datetime.now(UTC)))
+
+    def attention(self, now: datetime) -> list[Attention]:
+        """Scanners that are not scanning now, and beacons whose latest alert of the last day is not resolved.
+        Reads only these two event types (each station reports a change of state, not a heartbeat)."""
+        scanners: dict[str, Attention] = {}
+        for device_id, fields, occurred_at in self.db.execute(
+                "SELECT device_id, fields, occurred_at FROM events WHERE type = 'scanner.status' ORDER BY event_id"):
+            own = json.loads(fields)
+            scanners[device_id] = Attention(device_id, "scanner", own["state"],
+                                            f"{own['reason']} (adapter {own['adapter']}, {own['attempts']} attempts)",
+                                            occurred_at)
+        beacons: dict[str, Attention] = {}
+        for device_id, fields, occurred_at in self.db.execute(
+                "SELECT device_id, fields, occurred_at FROM events WHERE type = 'beacon.alert' AND occurred_at >= ? "
+                "ORDER BY event_id", (format_instant(now - ALERT_WINDOW),)):
+            own = json.loads(fields)
+            beacons[own["beacon_id"]] = Attention(device_id, own["beacon_id"], own["alert"], own["detail"], occurred_at)
+        return ([item for _, item in sorted(scanners.items()) if item.state != "scanning"]
+                + [item for _, item in sorted(beacons.items()) if item.state != "heard_again"])
 
     def close(self) -> None:
         self._checkpointer.close()

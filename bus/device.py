@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, TypeVar
@@ -121,6 +121,7 @@ class DeviceClient:
                  on_command: CommandHandler | None = None,
                  on_content: Callable[[ContentAnnouncement], None] | None = None,
                  on_acked: Callable[[list[str]], None] | None = None,
+                 listen: Sequence[str] = (), on_message: Callable[[Received], None] | None = None,
                  backoff: Backoff | None = None, refusal_backoff: Backoff | None = None) -> None:
         if config.outbox is None:
             raise ValueError(f"{config.client_id}: a device needs an [outbox] path in its configuration")
@@ -133,6 +134,14 @@ class DeviceClient:
         self._on_command = on_command
         self._on_content = on_content
         self._on_acked = on_acked
+        # Topic filters of other devices' state this device follows (a BLE station its peers' sightings); each
+        # message goes to `on_message` on the worker thread, which must only hand it on.
+        self._listen = tuple(listen)
+        self._on_message = on_message
+        # The latest state to publish per topic (QoS 0): a newer one replaces one not yet sent. Set from any
+        # thread under the lock, sent by the worker.
+        self._latest: dict[str, bytes] = {}
+        self._latest_lock = threading.Lock()
         self.outbox = Outbox(config.outbox.path, max_events=config.outbox.max_events,
                              max_age_days=config.outbox.max_age_days)
         self.content: ContentAnnouncement | None = None
@@ -197,6 +206,26 @@ class DeviceClient:
         if self._idle and self._link is not None:
             self._idle = False
             self._link.wake()
+
+    def publish_latest(self, topic: str, payload: bytes) -> None:
+        """Publish a state that only matters while it is the newest (QoS 0, not retained, never in the outbox):
+        if the previous one for `topic` is not sent yet, this one replaces it, and while the device is offline
+        only the last is kept. Any thread may call it; the worker sends it on its next turn."""
+        with self._latest_lock:
+            self._latest[topic] = payload
+        if self._link is not None:
+            self._link.wake()
+
+    def _send_latest(self, link: MqttLink) -> None:
+        with self._latest_lock:
+            if not self._latest:
+                return
+            latest, self._latest = self._latest, {}
+        for topic, payload in latest.items():
+            if not link.publish(topic, payload, qos=0):
+                with self._latest_lock:  # keep it for the next connection, unless a newer one came meanwhile
+                    self._latest.setdefault(topic, payload)
+                return
 
     def send_screenshot(self, command_id: str, png: bytes) -> None:
         """Publish a PNG of the screen (QoS 1) on this device's screenshots topic, for the `screenshot` command
@@ -282,7 +311,8 @@ class DeviceClient:
             self.device_id, endpoint, Credentials(broker.username, broker.password),
             clean_session=False,
             will=Will(self._status_topic, self._presence("offline", utc_now())),
-            subscriptions=[(self._acks_topic, 1), (self._commands_topic, 1), (self._content_topic, 1)],
+            subscriptions=[(self._acks_topic, 1), (self._commands_topic, 1), (self._content_topic, 1),
+                           *((topic, 0) for topic in self._listen)],
             on_connected=self._connected, on_disconnected=self._disconnected, backoff=self._backoff,
             keepalive=self.tuning.keepalive_s, reply_timeout_s=self.tuning.reply_timeout_s,
             refusal_backoff=self._refusal_backoff, on_refused=self._refused)
@@ -333,6 +363,7 @@ class DeviceClient:
                         self._go_back()
                     self._check_ack_timeout(now)
                     self._send_available()
+                    self._send_latest(link)
                 elif link.backoff.failures >= failures_seen + self.tuning.rediscover_after_failures \
                         and self.config.broker.discover:
                     failures_seen = link.backoff.failures
@@ -502,6 +533,8 @@ class DeviceClient:
                 self.content = decode_content(message.payload)
                 if self._on_content is not None:
                     self._call_back(self._on_content, self.content)
+            elif self._on_message is not None:
+                self._call_back(self._on_message, message)
         except ContractError as error:
             self._invalid += 1
             log.warning("%s: ignoring invalid message on %s: %s", self.device_id, message.topic, error)

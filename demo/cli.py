@@ -16,7 +16,16 @@ from bus.config import ClientConfig
 from content.model import Museum, load_museum
 from content.sample import load_sample_museum
 from demo.launcher import DEFAULT_KIOSKS, DEFAULT_SEED, DEFAULT_SPEED, DemoError, plan_devices, run_demo
-from demo.simulated_device import MAX_SPEED, SimulatedKind, Simulation, StopFlag, check_config, run_device
+from demo.simulated_device import (
+    MAX_SPEED,
+    SimulatedKind,
+    Simulation,
+    StopFlag,
+    check_config,
+    run_device,
+    run_station,
+    station_settings,
+)
 from demo.simulation import VISITORS_PER_HOUR
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -29,16 +38,18 @@ SPEED = click.FloatRange(0, MAX_SPEED, min_open=True)
               help="Seconds to run once everything has started (default: until Ctrl-C).")
 @click.option("--kiosks", type=click.IntRange(0, 99), default=DEFAULT_KIOSKS, show_default=True,
               help="Simulated kiosks, dealt round the rooms, besides the one real kiosk app; every room also "
-                   "gets one BLE gateway.")
+                   "gets one BLE station (gateway).")
 @click.option("--speed", type=SPEED, default=DEFAULT_SPEED, show_default=True,
-              help="Museum time runs this many times faster than real time.")
+              help="The simulated kiosks' museum time runs this many times faster than real time; the BLE "
+                   "stations run in real time and hear this many times as many visitors.")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
               help="Seed of the simulated visitors: the same seed gives the same visits.")
 @click.option("--site-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Create the demo site here (new or empty directory) instead of in a temporary one.")
 def demo(duration: float | None, kiosks: int, speed: float, seed: int, site_dir: Path | None) -> None:
     """The whole museum on this machine: broker, hub, pack server, one real kiosk app (a window, or offscreen
-    with its screen saved every 5 s), simulated kiosks and gateways, with live figures."""
+    with its screen saved every 5 s), simulated kiosks, and in each room a real BLE station on a simulated radio,
+    with live figures."""
     stop = StopFlag()
     stop.install(*STOP_SIGNALS)
     try:
@@ -54,13 +65,16 @@ def simulate() -> None:
     """One simulated device, publishing simulated visitors' events to a site like a real one."""
 
 
-def _simulation_options(command: Command) -> Command:
+def _simulation_options(speed_help: str) -> Callable[[Command], Command]:
+    return lambda command: _with_simulation_options(command, speed_help)
+
+
+def _with_simulation_options(command: Command, speed_help: str) -> Command:
     options = [
         click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                      required=True, help="The device's configuration, as written by `museum device enroll`."),
         click.option("--zone", "zone_id", required=True, help="The room the device is in (a zone_id)."),
-        click.option("--speed", type=SPEED, default=1.0, show_default=True,
-                     help="Museum time runs this many times faster than real time."),
+        click.option("--speed", type=SPEED, default=1.0, show_default=True, help=speed_help),
         click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
                      help="With the device id, seeds the visitors: the same seed gives the same visits."),
         click.option("--museum", "museum_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -73,7 +87,7 @@ def _simulation_options(command: Command) -> Command:
 
 
 @simulate.command("kiosk")
-@_simulation_options
+@_simulation_options("Museum time runs this many times faster than real time.")
 def simulate_kiosk(config_path: Path, zone_id: str, speed: float, seed: int, museum_path: Path | None,
                    verbose: bool) -> None:
     """A kiosk: visitors' sessions, one after the other."""
@@ -81,12 +95,14 @@ def simulate_kiosk(config_path: Path, zone_id: str, speed: float, seed: int, mus
 
 
 @simulate.command("gateway")
-@_simulation_options
+@_simulation_options("This many times as many visitors walk in (the station itself runs in real time).")
 @click.option("--visitors-per-hour", type=click.FloatRange(0, min_open=True), default=VISITORS_PER_HOUR,
-              show_default=True, help="Visitors walking into the room, on average.")
+              show_default=True, help="Visitors walking into the room, on average, before --speed.")
 def simulate_gateway(config_path: Path, zone_id: str, speed: float, seed: int, museum_path: Path | None,
                      verbose: bool, visitors_per_hour: float) -> None:
-    """A room's BLE gateway: visitors stopping at works, and the room's occupancy every minute."""
+    """A room's BLE station: the real station code (`museum gateway run`) on a simulated radio, hearing visitors'
+    phones and lent tags; it reports tags stopping at the work it stands beside and the room's occupancy. Its
+    settings are the file's [gateway] table, or the demo's when the file has none."""
     _simulate("gateway", config_path, zone_id, speed, seed, museum_path, verbose, visitors_per_hour)
 
 
@@ -102,14 +118,25 @@ def _simulate(kind: SimulatedKind, config_path: Path, zone_id: str, speed: float
         config = ClientConfig.load(config_path)
         simulation = Simulation(kind, zone_id, museum, speed=speed, seed=seed, visitors_per_hour=visitors_per_hour)
         check_config(config, simulation)
+        settings = station_settings(config, config_path, simulation) if kind == "gateway" else None
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     log = logging.getLogger("demo.simulate")
-    click.echo(f"{config.client_id}: simulated {kind} in {zone_id!r} of site {config.site_id!r}, "
-               f"museum time x{speed:g}, seed {seed}")
-    emitted = run_device(config, simulation, stop,
-                         on_event=(lambda event: log.info("%s %s", event.type, event.event_id)) if verbose else None)
-    click.echo(f"{config.client_id}: stopped ({stop.signal_name or 'end'}) after {emitted} simulated events")
+    on_event = (lambda event: log.info("%s %s", event.type, event.event_id)) if verbose else None
+    if settings is None:
+        click.echo(f"{config.client_id}: simulated kiosk in {zone_id!r} of site {config.site_id!r}, "
+                   f"museum time x{speed:g}, seed {seed}")
+        emitted = run_device(config, simulation, stop, on_event=on_event)
+        click.echo(f"{config.client_id}: stopped ({stop.signal_name or 'end'}) after {emitted} simulated events")
+        return
+    watched = ", ".join(watch.artwork_id for watch in settings.artworks) or "no work"
+    click.echo(f"{config.client_id}: BLE station in {zone_id!r} of site {config.site_id!r} watching {watched}, on a "
+               f"simulated radio in real time, {visitors_per_hour * speed:g} visitors per hour, seed {seed}")
+    try:
+        recorded = run_station(config, settings, simulation, stop, on_event=on_event)
+    except ValueError as error:  # the station could not open its outbox: GatewayRuntime says which and why
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{config.client_id}: stopped ({stop.signal_name or 'end'}) after {recorded} events recorded")
 
 
 COMMANDS: list[click.Command] = [demo, simulate]

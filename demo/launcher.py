@@ -6,7 +6,8 @@
     ├── museum content serve --site SITE --bind 127.0.0.1 → https://127.0.0.1:<port>/packs/
     ├── museum kiosk run --config SITE/devices/kiosk-app.toml --windowed --screenshots …  (the real kiosk)
     ├── museum simulate kiosk --config SITE/devices/kiosk-01.toml --zone …      (one per simulated kiosk)
-    └── museum simulate gateway --config SITE/devices/gateway-<room>.toml …     (one per room)
+    └── museum simulate gateway --config SITE/devices/gateway-<room>.toml …     (one per room: a real BLE
+                                                                                  station on a simulated radio)
 
 The site is set up the way staff would set one up, with `museum site init`, `museum device enroll`, `museum
 content build` and `museum content publish` run as commands, and the live figures come from the hub's stats
@@ -44,7 +45,9 @@ from bus.config import ClientConfig
 from content.model import Museum
 from content.sample import SAMPLE_MUSEUM_PATH, load_sample_museum
 from demo.dashboard import LiveView, dashboard_lines, read_hub_figures
+from demo.radio import OCCUPANCY_WINDOW_S, demo_gateway_table
 from demo.simulated_device import StopFlag
+from hardware.settings import StationSettings
 from kiosk.settings import KioskSettings
 
 SITE_ID = "demo"
@@ -305,6 +308,8 @@ class Demo:
                 raise DemoError(f"`museum device enroll` wrote no {self.device_config(spec.device_id)}")
             if spec.app:
                 self._add_kiosk_settings(spec)
+            elif spec.kind == "gateway":
+                self._add_gateway_settings(spec)
         self._run_setup("content", "build", str(SAMPLE_CONTENT_DIR), str(self.pack_file))
         self.say(f"Site {SITE_ID!r} in {self.site}: broker on 127.0.0.1:{plain_port} (plain, loopback only) and "
                  f"127.0.0.1:{tls_port} (TLS); {len(self.devices)} devices enrolled; the sample content pack "
@@ -322,6 +327,19 @@ class Demo:
             config.save(path)
         except (OSError, ValueError) as error:
             raise DemoError(f"cannot set up the real kiosk's settings: {error}") from None
+
+    def _add_gateway_settings(self, spec: DeviceSpec) -> None:
+        """Add the `[gateway]` table to a station's file as staff would (demo.radio.demo_gateway_table: beside its
+        room's featured work, the demo's tag namespace, short timings)."""
+        path = self.device_config(spec.device_id)
+        try:
+            config = ClientConfig.load(path)
+            config = dataclasses.replace(config, extra={
+                **config.extra, "gateway": demo_gateway_table(self.museum, spec.zone_id)})
+            StationSettings.from_config(config, path)
+            config.save(path)
+        except (OSError, ValueError) as error:
+            raise DemoError(f"cannot set up the settings of station {spec.device_id}: {error}") from None
 
     # --- starting -------------------------------------------------------------------------------------
 
@@ -394,6 +412,10 @@ class Demo:
         self.say(f"Running: broker, hub, pack server, {real_text}{_count(kiosks, 'simulated kiosk')} and "
                  f"{_count(gateways, 'gateway')} in {_count(rooms, 'room')}{missing}, museum time x{self.speed:g}, "
                  f"seed {self.seed}. Ctrl-C stops.")
+        if gateways:
+            self.say(f"The gateways are real BLE stations on simulated radios: they hear visitors' phones and lent "
+                     f"tags in real time, {self.speed:g} times as many visitors as at x1, and count each room every "
+                     f"{OCCUPANCY_WINDOW_S:g} s.")
         for app in real:
             self.say(self._kiosk_app_text(app))
 

@@ -1,36 +1,53 @@
-"""One simulated device (a kiosk or a room's BLE gateway) as a real client of the site: the visitor simulator's
-events, emitted in real time through the same `bus.device.DeviceClient` a real kiosk uses.
+"""One simulated device as a real client of the site.
 
-Pacing: the simulator plans events on its own clock, starting at the moment the device starts. An event planned
-`t` simulated seconds after that start is emitted `t / speed` real seconds after it, then re-stamped to the
-instant it is really emitted, so no event is ever dated in the future and the hub sees the compressed timeline
-it would see from a busier museum. Durations carried inside events (a session's `duration_s`, a stop's
-`dwell_s`, an occupancy count's `window_s`) stay in simulated time.
+- A kiosk: the visitor simulator's events, emitted in real time through the same `bus.device.DeviceClient` a real
+  kiosk uses. Pacing: the simulator plans events on its own clock, starting at the moment the device starts. An
+  event planned `t` simulated seconds after that start is emitted `t / speed` real seconds after it, then
+  re-stamped to the instant it is really emitted, so no event is ever dated in the future and the hub sees the
+  compressed timeline it would see from a busier museum. Durations carried inside events (a session's
+  `duration_s`) stay in simulated time.
+- A room's BLE gateway: a REAL station (hardware.runtime.GatewayRuntime, its `[gateway]` settings, pipeline and
+  device client) whose Bluetooth adapter is a `hardware.ble.FakeRadio` fed with the room's simulated adverts
+  (demo.radio). A station measures real time, so its radio runs at real pace whatever the speed: `speed` instead
+  multiplies how many visitors walk in per hour.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bus.config import ClientConfig
 from bus.device import DeviceClient
 from content.model import Museum
-from demo.simulation import VISITORS_PER_HOUR, gateway_events, kiosk_events
+from demo.radio import DEMO_TAG_NAMESPACE, RoomRadio, RoomVisitor, demo_gateway_table
+from demo.simulation import VISITORS_PER_HOUR, kiosk_events
+from hardware.advert import Advert
+from hardware.settings import StationSettings
 from protocol.events import Event
 from protocol.ids import new_event_id, utc_now
+
+if TYPE_CHECKING:
+    from hardware.ble import FakeRadio
 
 SimulatedKind = Literal["kiosk", "gateway"]
 SIMULATED_KINDS: tuple[SimulatedKind, ...] = ("kiosk", "gateway")
 MAX_SPEED = 1000.0
 DRAIN_ON_STOP_S = 3.0
 """On stop, how long to wait for the hub to acknowledge what was already emitted before disconnecting."""
+RADIO_PENDING = 10_000
+"""Adverts the pretend adapter holds for a station that does not take them (minutes of a lively room's adverts);
+beyond, the oldest are dropped, as a real radio misses what nobody listens to."""
+RADIO_LATE_S = 2.0
+"""An advert this much later than its time is skipped rather than handed over (see feed_radio)."""
 _STOP_CHECK_S = 0.2
 
 
@@ -117,11 +134,19 @@ class Simulation:
         return random.Random(f"{self.seed}:{device_id}")
 
     def events(self, config: ClientConfig, start: datetime) -> Iterator[tuple[datetime, Event]]:
-        rng = self.rng(config.client_id)
-        if self.kind == "kiosk":
-            return kiosk_events(rng, self.museum, config.site_id, config.client_id, self.zone_id, start)
-        return gateway_events(rng, self.museum, config.site_id, config.client_id, self.zone_id, start,
-                              visitors_per_hour=self.visitors_per_hour)
+        """A kiosk's planned events (a gateway's come from its station: see `run_station`)."""
+        if self.kind != "kiosk":
+            raise ValueError("a simulated gateway is a real station on a simulated radio: run it with run_station")
+        return kiosk_events(self.rng(config.client_id), self.museum, config.site_id, config.client_id, self.zone_id,
+                            start)
+
+    def radio(self, device_id: str, settings: StationSettings) -> RoomRadio:
+        """The room's simulated adverts for a station with `settings`: beside the first work it watches in its
+        room (else the room's featured work), its tags under its tag namespace, `speed` times the visitors."""
+        near = next((watch.artwork_id for watch in settings.artworks if watch.zone_id == self.zone_id), None)
+        return RoomRadio(self.museum, self.zone_id, seed=f"{self.seed}:{device_id}",
+                         visitors_per_hour=self.visitors_per_hour * self.speed, near_artwork_id=near,
+                         tag_namespace=settings.tag_namespace or DEMO_TAG_NAMESPACE)
 
 
 def check_config(config: ClientConfig, simulation: Simulation) -> None:
@@ -135,10 +160,23 @@ def check_config(config: ClientConfig, simulation: Simulation) -> None:
     check_speed(simulation.speed)
 
 
+def station_settings(config: ClientConfig, config_path: Path, simulation: Simulation) -> StationSettings:
+    """The simulated station's settings: its file's `[gateway]` table, which must be in the simulated room, or
+    the demo's (demo.radio.demo_gateway_table) when the file has none. ValueError, one line, for a bad table."""
+    if "gateway" in config.extra:
+        settings = StationSettings.from_config(config, config_path)
+        if settings.zone_id != simulation.zone_id:
+            raise ValueError(f"{config_path}: [gateway] zone_id is {settings.zone_id!r} but the simulated room is "
+                             f"{simulation.zone_id!r}; give --zone {settings.zone_id} or correct the file")
+        return settings
+    table = demo_gateway_table(simulation.museum, simulation.zone_id)
+    return StationSettings.from_config(replace(config, extra={**config.extra, "gateway": table}), config_path)
+
+
 def run_device(config: ClientConfig, simulation: Simulation, stop: StopFlag,
                on_event: Callable[[Event], None] | None = None) -> int:
-    """Run until `stop` is requested; returns how many events were emitted. Emitted events the hub has not yet
-    acknowledged when the device stops stay in its outbox and go out on its next start."""
+    """Run a simulated kiosk until `stop` is requested; returns how many events were emitted. Emitted events the
+    hub has not yet acknowledged when the device stops stay in its outbox and go out on its next start."""
     check_config(config, simulation)
     client = DeviceClient(config)
     client.start()
@@ -156,3 +194,72 @@ def run_device(config: ClientConfig, simulation: Simulation, stop: StopFlag,
         client.wait_drained(DRAIN_ON_STOP_S)
         client.stop()
     return emitted
+
+
+# --- a gateway: a real station on a simulated radio ---------------------------------------------------------------
+
+def run_station(config: ClientConfig, settings: StationSettings, simulation: Simulation, stop: StopFlag,
+                on_event: Callable[[Event], None] | None = None, *,
+                visitors: Iterable[RoomVisitor] | None = None) -> int:
+    """Run the station until `stop` is requested; returns how many events it recorded. Its radio hears the room's
+    simulated adverts at real pace; on stop the station ends the visits in progress and says goodbye.
+    `visitors`: these instead of the room's random ones (a test's script), in the order they arrive."""
+    check_config(config, simulation)
+    # Here rather than at the top: a simulated kiosk needs neither bleak nor the station's code.
+    from hardware.ble import FakeRadio
+    from hardware.runtime import GatewayRuntime
+
+    # keep_time=False: the station stamps each advert with the instant bleak's callback hands it over, as a live
+    # station does, so a pacer running late (a busy machine) makes adverts late, never dated in the past.
+    radio = FakeRadio(keep_time=False, max_pending=RADIO_PENDING)
+    runtime = GatewayRuntime(config, settings, radio=radio, on_event=on_event)
+    origin = time.time()
+    adverts = simulation.radio(config.client_id, settings).adverts(origin, visitors)
+
+    async def main() -> None:
+        station_stop = asyncio.Event()
+        helpers = [asyncio.create_task(_watch_flag(stop, station_stop), name="stop-flag"),
+                   asyncio.create_task(feed_radio(radio, adverts, origin, station_stop), name="radio")]
+        try:
+            # Like a simulated kiosk, it gives the hub a moment to acknowledge the last events (the visits it ended).
+            await runtime.run(station_stop, drain_s=DRAIN_ON_STOP_S)
+        finally:
+            station_stop.set()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    asyncio.run(main())
+    return runtime.stats.events
+
+
+async def _watch_flag(flag: StopFlag, stop: asyncio.Event) -> None:
+    # The flag is set by a plain signal handler (installed before the loop existed, so that an early signal is
+    # not lost); the loop only has to look at it.
+    while not flag.requested:
+        await asyncio.sleep(_STOP_CHECK_S)
+    stop.set()
+
+
+async def feed_radio(radio: FakeRadio, adverts: Iterator[Advert], origin: float, stop: asyncio.Event, *,
+                     clock: Callable[[], float] = time.monotonic) -> tuple[int, int]:
+    """Hand each advert to `radio` `advert.at - origin` real seconds after this call. A late advert (the loop was
+    busy) goes at once, without delaying the next ones; one later than RADIO_LATE_S is skipped, as a station that
+    was not listening then never heard it (after a suspend, say). Returns (handed over, skipped) once `adverts`
+    ends or `stop` is set."""
+    started = clock()
+    handed = skipped = 0
+    for advert in adverts:
+        delay = (advert.at - origin) - (clock() - started)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -RADIO_LATE_S:
+            skipped += 1
+            if skipped % 256 == 0:
+                await asyncio.sleep(0)  # catching up: let the station run meanwhile
+            continue
+        if stop.is_set():
+            break
+        radio.put(advert)
+        handed += 1
+    return handed, skipped

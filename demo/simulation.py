@@ -12,11 +12,15 @@ The model, with the shares and timings set by the constants below:
   what its "take it home" QR code carries), so every event of the session names it. The visitor picks a
   language on the attract screen, turns on what they need, opens 2–8 works (favouring popular ones, mostly in
   the kiosk's room, a tap every 5–90 s), collects some, sometimes switches language, sometimes scans the QR
-  code, then ends the session or walks away and lets it time out.
+  code, then ends the session or walks away and lets it time out. Half the time the QR code links the visit to a
+  visitor tag it is lent (`visit.linked` with a `tag_id` of the TAG_POOL tags the demo's stations hear), so that
+  the hub can give the stations' tag sightings their visit. Which tag is chosen does not follow which tag the
+  stations' simulated visitors carry (they are separate processes): a demo approximation.
 - A gateway watches the works of one room. Visitors wander in, stop at some works (popular ones more often and
   for longer: log-normal dwell, median about 40 s) and leave; each stop is a ProximityEntered/Left pair with
   the visitor's token. Every `window_s` the gateway reports how many people were in the room during the window,
-  a bare count with no token.
+  a bare count with no token. (The demo's stations do not emit these streams: demo.radio turns the same walks
+  into the BLE adverts a real station hears, and the station's own code makes the events.)
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ LOCAL_VIEW_SHARE = 0.8
 COLLECT_SHARE = 0.3
 LANGUAGE_CHANGE_SHARE = 0.1
 LINK_SHARE = 0.35
+TAG_LINK_SHARE = 0.5
+"""Of those links, the share that also lends the visitor a tag (`visit.linked` with `tag_id`)."""
+TAG_POOL = 200
+"""The museum's visitor tags: t-000000000001 … t-0000000000c8, shared by the kiosks (which lend them) and the
+demo's stations (which hear them, demo.radio)."""
 TIMEOUT_SHARE = 0.15
 TAP_GAP_MEDIAN_S = 25.0
 TAP_GAP_SIGMA = 0.6
@@ -188,7 +197,7 @@ def _kiosk_steps(rng: random.Random, museum: Museum, zone_id: str, visitor: Visi
             add(t, ArtworkCollected, artwork_id=artwork.artwork_id, source="kiosk")
     if rng.random() < LINK_SHARE:
         t += _ms(rng.uniform(5, 30))
-        add(t, VisitLinked, channel="kiosk_qr")
+        add(t, VisitLinked, channel="kiosk_qr", tag_id=_lent_tag(session_id))
     if rng.random() < TIMEOUT_SHARE:
         t += timeout_ms
         reason = "timeout"
@@ -197,6 +206,19 @@ def _kiosk_steps(rng: random.Random, museum: Museum, zone_id: str, visitor: Visi
         reason = "visitor"
     add(t, KioskSessionEnded, session_id=session_id, duration_s=t / 1000, reason=reason)
     return steps
+
+
+def _lent_tag(session_id: str) -> str | None:
+    """The visitor tag lent with this link, if any: drawn from a generator of its own, seeded by the session (itself
+    drawn from the kiosk's), so the kiosk's other draws, and thus its visits, are the same with or without tags."""
+    lending = random.Random(session_id)
+    return tag_id_of(lending.randint(1, TAG_POOL)) if lending.random() < TAG_LINK_SHARE else None
+
+
+def tag_id_of(number: int) -> str:
+    """The id of the demo's visitor tag `number` (1 … TAG_POOL), as a station reads it from its Eddystone-UID frame:
+    `t-` and the 6-byte instance in hex."""
+    return "t-" + number.to_bytes(6, "big").hex()
 
 
 def _pick_artworks(rng: random.Random, museum: Museum, zone_id: str, count: int) -> list[Artwork]:
@@ -222,8 +244,9 @@ def _pick_artworks(rng: random.Random, museum: Museum, zone_id: str, count: int)
 # --- gateway ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Walk:
-    """One visitor's pass through a room: in the room over [arrived_ms, left_ms), stopping at some works."""
+class Walk:
+    """One visitor's pass through a room: in the room over [arrived_ms, left_ms), stopping at some works, each stop
+    (artwork, start ms, end ms)."""
 
     visit_id: str
     arrived_ms: int
@@ -246,10 +269,10 @@ def simulate_gateway_activity(rng: random.Random, museum: Museum, site_id: str, 
     duration_ms = _positive_ms(duration_s, "duration_s")
     window_ms = _positive_ms(window_s, "window_s")
     seq = itertools.count()
-    walks: list[_Walk] = []
+    walks: list[Walk] = []
     plan: list[_Planned] = []
     for visitor in visitors:
-        walk = _truncated(_walk(rng, watched, visitor.visit_id, rng.randrange(duration_ms)), duration_ms)
+        walk = _truncated(room_walk(rng, watched, visitor.visit_id, rng.randrange(duration_ms)), duration_ms)
         walks.append(walk)
         plan.extend(_proximity_steps(walk, zone_id, seq))
     for tick in range(window_ms, duration_ms + 1, window_ms):
@@ -280,14 +303,14 @@ def _gateway_stream(rng: random.Random, site_id: str, device_id: str, zone_id: s
                     mean_gap_ms: float) -> Iterator[tuple[datetime, Event]]:
     seq = itertools.count()
     pending: list[_Planned] = []
-    present: list[_Walk] = []
+    present: list[Walk] = []
     next_arrival = round(rng.expovariate(1 / mean_gap_ms))
     tick = window_ms
     while True:
         # Every visitor who arrives by the end of this window is walked first: only then are all the events
         # up to the tick known, and the count complete.
         while next_arrival <= tick:
-            walk = _walk(rng, watched, random_visit_id(rng), next_arrival)
+            walk = room_walk(rng, watched, random_visit_id(rng), next_arrival)
             present.append(walk)
             for step in _proximity_steps(walk, zone_id, seq):
                 heapq.heappush(pending, step)
@@ -314,7 +337,10 @@ def _watched(museum: Museum, zone_id: str, artwork_ids: Sequence[str] | None) ->
     return tuple(by_id[artwork_id] for artwork_id in dict.fromkeys(artwork_ids))
 
 
-def _walk(rng: random.Random, watched: Sequence[Artwork], visit_id: str, arrived_ms: int) -> _Walk:
+def room_walk(rng: random.Random, watched: Sequence[Artwork], visit_id: str, arrived_ms: int) -> Walk:
+    """One visitor's pass through a room from `arrived_ms`: 5–30 s to the first work, then the works of `watched`
+    in a random order, each stopped at with a chance growing with its popularity, for a log-normal dwell (median
+    about 40 s), 5–40 s between stops. The gateway streams above and the demo's radio (demo.radio) share it."""
     t = arrived_ms + _ms(rng.uniform(5, 30))
     stops: list[tuple[Artwork, int, int]] = []
     for artwork in rng.sample(list(watched), len(watched)):
@@ -323,15 +349,15 @@ def _walk(rng: random.Random, watched: Sequence[Artwork], visit_id: str, arrived
             dwell = _lognormal_ms(rng, median, DWELL_SIGMA, DWELL_RANGE_S)
             stops.append((artwork, t, t + dwell))
             t += dwell + _ms(rng.uniform(5, 40))
-    return _Walk(visit_id, arrived_ms, t, tuple(stops))
+    return Walk(visit_id, arrived_ms, t, tuple(stops))
 
 
-def _truncated(walk: _Walk, end_ms: int) -> _Walk:
+def _truncated(walk: Walk, end_ms: int) -> Walk:
     stops = tuple(stop for stop in walk.stops if stop[2] < end_ms)
-    return _Walk(walk.visit_id, walk.arrived_ms, min(walk.left_ms, end_ms), stops)
+    return Walk(walk.visit_id, walk.arrived_ms, min(walk.left_ms, end_ms), stops)
 
 
-def _proximity_steps(walk: _Walk, zone_id: str, seq: Iterator[int]) -> list[_Planned]:
+def _proximity_steps(walk: Walk, zone_id: str, seq: Iterator[int]) -> list[_Planned]:
     steps: list[_Planned] = []
     for artwork, entered, left in walk.stops:
         where = {"artwork_id": artwork.artwork_id, "zone_id": zone_id}
@@ -341,7 +367,7 @@ def _proximity_steps(walk: _Walk, zone_id: str, seq: Iterator[int]) -> list[_Pla
     return steps
 
 
-def _occupancy(walks: Sequence[_Walk], tick_ms: int, window_ms: int) -> int:
+def _occupancy(walks: Sequence[Walk], tick_ms: int, window_ms: int) -> int:
     """People in the room at some moment of the window (tick - window, tick]."""
     return sum(1 for walk in walks if walk.arrived_ms <= tick_ms and walk.left_ms > tick_ms - window_ms)
 

@@ -7,7 +7,11 @@ changed, a touch storm) is ignored and logged, never raised: a kiosk in a galler
 
 A visit (kiosk session) starts with the first touch on the attract screen and ends with "End my visit", the idle
 timeout, or the kiosk shutting down. Ending it forgets everything about the visitor: the take-home token, the
-works collected, the language and accessibility modes chosen, the room they were in.
+works collected, the language and accessibility modes chosen, the room they were in, the tags linked.
+
+A QR code shown to the kiosk's camera (`scanned`, docs/kiosk.md "Showing a QR code to the kiosk") joins the visit
+to the visitor's existing visit page (a visit QR: the session adopts its token) or links a lent tag to the visit;
+anything else gets a friendly message and is only counted.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -33,9 +38,11 @@ from protocol.events import (
     KioskSessionEnded,
     KioskSessionStarted,
     LanguageChanged,
+    VisitLinked,
 )
 from protocol.fields import LANGUAGE
 from protocol.ids import new_visit_id, visit_id_for
+from qr.codes import ForeignCode, TagCode, VisitCode, classify
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,31 @@ NO_PACK_LANGUAGES = ("fr", "en")
 MAX_SESSION_S = 7 * 24 * 3600.0
 """The largest duration `kiosk.session_ended` carries; a longer session (a stuck touch) is reported as this."""
 _IDLE_SCREENS = ("no_content", "attract")
+MESSAGES = ("qr_visit_found", "qr_tag_linked", "qr_not_ours")
+"""The messages a scanned code can bring up (keys of kiosk.texts.STRINGS)."""
+MESSAGE_S = 6.0
+"""How long a message stays on screen: long enough to read two lines at arm's length, short enough not to hide the
+screen's top for long. A tap on it closes it sooner."""
+MAX_TAGS_PER_VISIT = 8
+"""Tags one visit remembers having linked (a family may borrow several): bounds what a storm of tag codes can make
+the session hold. An older tag pushed out of this memory stays linked at the hub; it is only no longer moved along
+when the session adopts another visit."""
+
+
+@dataclass(frozen=True)
+class QrStats:
+    """What the kiosk did with the codes its camera read, since it started."""
+
+    visits: int = 0
+    """Visit QR codes adopted by a session."""
+    tags: int = 0
+    """Tags of this site linked to a visit."""
+    repeats: int = 0
+    """The session's own visit, or a tag it already linked, shown again: nothing recorded."""
+    not_ours: int = 0
+    """Anything that is not a code of this museum (another site's tag included): a message, nothing recorded."""
+    ignored: int = 0
+    """Read while the kiosk had no content pack or was stopping."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +102,16 @@ class View:
     """Seconds left on "Are you still there?"; None when it is not shown."""
     session_id: str | None
     generation: int
+    message: str | None = None
+    """A message (one of MESSAGES) shown over whatever screen is up, after a QR code was read; None: none."""
 
 
 class KioskController:
     def __init__(self, *, emit: Emit, home_zone: str | None = None, companion_base_url: str,
                  idle_timeout_s: float = 90, countdown_s: float = 10, default_language: str = "fr",
-                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[View], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[View], None] | None = None,
+                 site_id: str | None = None) -> None:
+        """`site_id`: this site's, whose lent tags the kiosk links to visits (None: every tag code is foreign)."""
         if idle_timeout_s <= 0 or countdown_s <= 0:
             raise ValueError("idle_timeout_s and countdown_s must be positive")
         take_home_url(companion_base_url, "A" * 22)  # a bad base URL fails here, at start, not at the first collect
@@ -86,6 +122,7 @@ class KioskController:
         self._countdown_total_s = float(countdown_s)
         self._default_language = default_language
         self._clock = clock
+        self._site_id = site_id
         self.on_change = on_change
         """Called with every new view (the UI's redraw); may be set after construction."""
         self._observers: list[Callable[[View], None]] = []
@@ -105,6 +142,10 @@ class KioskController:
         self._zone_id: str | None = None
         self._artwork_id: str | None = None
         self._countdown_shown: int | None = None
+        self._tags: deque[str] = deque(maxlen=MAX_TAGS_PER_VISIT)
+        self._message: str | None = None
+        self._message_until = 0.0
+        self._qr_counts = dict.fromkeys((f.name for f in fields(QrStats)), 0)
         self._view = self._build(0)
 
     # --- what the UI reads --------------------------------------------------------------------------------
@@ -134,6 +175,10 @@ class KioskController:
     @property
     def default_language(self) -> str:
         return self._default_language
+
+    @property
+    def qr_stats(self) -> QrStats:
+        return QrStats(**self._qr_counts)
 
     def observe(self, callback: Callable[[View], None]) -> None:
         """Also call `callback` with every new view, besides `on_change` (the runtime's own bookkeeping)."""
@@ -278,11 +323,51 @@ class KioskController:
         if not self.idle:
             self.touch()
 
+    def scanned(self, text: str) -> None:
+        """A code the kiosk's camera read (each code once while it stays in view: kiosk/qr_scanner.py debounces).
+
+        A visit QR (`<base>/v/<token>`) starts a session if none is on and the session adopts its token: what the
+        visitor takes home goes to their existing page, which "My visit" now shows. A tag of this site is linked
+        to the visit (the token is created if the session has none yet, as "Take it home" does). Each records
+        `visit.linked` (channel kiosk_qr) with the token's derivation, never the token. Anything else shows "not
+        one of the museum's codes" and is only counted. The session's own visit or a tag it already linked,
+        shown again, shows its message again and records nothing."""
+        if self._closed or self._pack is None:
+            self._count("ignored")
+            log.debug("ignoring a QR code: %s", "the kiosk is stopping" if self._closed else "no content yet")
+            return
+        # Without a site id no tag is this site's ("" is no site's id).
+        code = classify(text, self._site_id or "") if isinstance(text, str) else ForeignCode("", "not text")
+        if isinstance(code, VisitCode):
+            self._scanned_visit(code.token)
+        elif isinstance(code, TagCode):
+            self._scanned_tag(code.tag_id)
+        else:
+            # Only why, never the text: a foreign code can carry anything (a name, a phone number, a Wi-Fi key).
+            self._count("not_ours")
+            log.info("a QR code that is not one of this museum's was shown (%s)", code.reason)
+            if not self.idle:
+                self._visitor_active()
+            self._show_message("qr_not_ours")
+            self._changed()
+
+    def dismiss_message(self) -> None:
+        """A tap on the message: it goes at once."""
+        if self._message is not None:
+            self._message = None
+            self._changed()
+
     def tick(self) -> None:
-        """Called by the UI a few times a second: shows the countdown, ends the session when it runs out."""
-        if self._closed or self.idle:
+        """Called by the UI a few times a second: shows the countdown, ends the session when it runs out, takes a
+        message down when its time is up."""
+        if self._closed:
             return
         now = self._clock()
+        if self._message is not None and now >= self._message_until:
+            self._message = None
+            self._changed()
+        if self.idle:
+            return
         countdown_at = self._last_touch + self._idle_timeout_s
         if now < countdown_at:
             if self._countdown_shown is not None:  # the timeout was raised meanwhile
@@ -337,20 +422,80 @@ class KioskController:
         if self._closed or self._pack is None or self.idle:
             log.debug("ignoring %s: no visit in progress", action)
             return None
-        self._last_touch = self._clock()
-        if self._countdown_shown is not None:
-            self._countdown_shown = None
+        if self._visitor_active():
             self._changed()
         return self._pack.museum
 
-    def _start_session(self, now: float) -> None:
+    def _visitor_active(self) -> bool:
+        """Someone is at the kiosk: the idle timer starts again. Whether the countdown was taken down."""
+        self._last_touch = self._clock()
+        if self._countdown_shown is None:
+            return False
+        self._countdown_shown = None
+        return True
+
+    def _start_session(self, now: float, *, show: bool = True) -> None:
+        """`show` False: the caller changes more and shows the view once (`_changed`) itself."""
         self._session_id = str(uuid.uuid4())
         self._started_at = self._last_touch = now
         self._language = self._start_language()
         self._screen = "browse"
         self._zone_id = self._home_room()
-        self._changed()
+        if show:
+            self._changed()
         self._record(KioskSessionStarted, session_id=self._session_id, language=self._language)
+
+    def _scanned_visit(self, token: str) -> None:
+        if self.idle:
+            self._start_session(self._clock(), show=False)
+        else:
+            self._visitor_active()
+        if token == self._token:
+            self._count("repeats")
+            self._show_message("qr_visit_found")
+            self._changed()
+            return
+        had_token = self._token is not None
+        self._token, self._visit_id = token, visit_id_for(token)
+        self._count("visits")
+        self._show_message("qr_visit_found")
+        self._changed()
+        log.info("a visit QR code was shown: the session continues that visit")
+        self._record(VisitLinked, visit_id=self._visit_id, channel="kiosk_qr")
+        if had_token:
+            # What this session had already collected or linked went to the visit it was on until now; the visitor
+            # now sees their own visit's code on "My visit", so those works and tags move to it too.
+            for artwork_id in self._collected:
+                self._record(ArtworkCollected, visit_id=self._visit_id, artwork_id=artwork_id, source="kiosk")
+            for tag_id in self._tags:
+                self._record(VisitLinked, visit_id=self._visit_id, channel="kiosk_qr", tag_id=tag_id)
+
+    def _scanned_tag(self, tag_id: str) -> None:
+        if self.idle:
+            self._start_session(self._clock(), show=False)
+        else:
+            self._visitor_active()
+        if tag_id in self._tags:
+            self._count("repeats")
+            self._show_message("qr_tag_linked")
+            self._changed()
+            return
+        if self._token is None:
+            self._token = new_visit_id()
+            self._visit_id = visit_id_for(self._token)
+        self._tags.append(tag_id)
+        self._count("tags")
+        self._show_message("qr_tag_linked")
+        self._changed()
+        log.info("a visitor tag was linked to the visit")
+        self._record(VisitLinked, visit_id=self._visit_id, channel="kiosk_qr", tag_id=tag_id)
+
+    def _show_message(self, message: str) -> None:
+        self._message = message
+        self._message_until = self._clock() + MESSAGE_S
+
+    def _count(self, what: str) -> None:
+        self._qr_counts[what] += 1
 
     def _end_session(self, reason: str, at: float) -> None:
         session_id, visit_id = self._session_id, self._visit_id
@@ -375,6 +520,8 @@ class KioskController:
         self._modes = frozenset()
         self._artwork_id = None
         self._countdown_shown = None
+        self._tags.clear()
+        self._message = None
 
     def _reset_to_idle(self) -> None:
         self._forget_visitor()
@@ -407,7 +554,8 @@ class KioskController:
             museum=pack.museum if pack is not None else None, pack_path=pack.path if pack is not None else None,
             zone_id=self._zone_id, artwork_id=self._artwork_id, collected=tuple(self._collected),
             take_home_url=take_home_url(self._base_url, self._token) if self._token is not None else None,
-            countdown_s=self._countdown_shown, session_id=self._session_id, generation=generation)
+            countdown_s=self._countdown_shown, session_id=self._session_id, generation=generation,
+            message=self._message)
 
     def _changed(self) -> None:
         view = self._view = self._build(self._view.generation + 1)
@@ -435,4 +583,5 @@ def _artwork(museum: Museum, artwork_id: object) -> Artwork | None:
         return None
 
 
-__all__ = ["MODES", "Emit", "KioskController", "Screen", "View"]
+__all__ = ["MAX_TAGS_PER_VISIT", "MESSAGES", "MESSAGE_S", "MODES", "Emit", "KioskController", "QrStats", "Screen",
+           "View"]

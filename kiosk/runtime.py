@@ -5,10 +5,12 @@
     pack worker ── take/process ─ applied ── ui_call ──▶ controller.offer_pack
                                  refused ──▶ content.pack_refused event
     UI thread ── controller ── emit ──▶ EventWriter (queue) ── writer thread ──▶ DeviceClient outbox ──▶ hub
+    QR scanner ── a new code ── ui_call ──▶ controller.scanned                  (only with a camera)
 
 Threads: the UI's (the controller lives there; everything reaches it through `ui_call`), the bus worker
 (DeviceClient), the pack worker (download and install, which also starts the DeviceClient so that a slow broker
-discovery never holds the first frame) and the event writer (the outbox commits).
+discovery never holds the first frame), the event writer (the outbox commits) and, when `[kiosk] camera` names
+one, the QR scanner (kiosk/qr_scanner.py: the camera's frames and their decoding).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bus.config import ClientConfig
 from bus.device import DeliveryTuning, DeviceClient
@@ -26,9 +29,13 @@ from kiosk.controller import KioskController, View
 from kiosk.event_writer import EventWriter
 from kiosk.pack_store import InstalledPack, PackStore
 from kiosk.pack_updates import PackUpdater, UpdateOutcome
-from kiosk.settings import KioskSettings
+from kiosk.qr_scanner import CameraLike, OpenCamera, QrScanner
+from kiosk.settings import NO_CAMERA, KioskSettings
 from protocol.events import ContentPackApplied, ContentPackRefused, Event
 from protocol.messages import ContentAnnouncement
+
+if TYPE_CHECKING:
+    from qr.decode import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,11 @@ class KioskRuntime:
                  capture_png: Callable[[], bytes] | None = None, discovery_interfaces: list[str] | None = None,
                  tuning: DeliveryTuning | None = None, on_recorded: Callable[[Event], None] | None = None,
                  on_acked: Callable[[list[str]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, open_camera: OpenCamera | None = None) -> None:
         """`ui_call(function)` must run `function` on the UI thread soon (Kivy: Clock.schedule_once), from any
         thread. `on_recorded(event)` sees every event the kiosk records (tests, benchmark); `on_acked(event_ids)`,
-        on the bus worker thread, the events the hub has committed (the benchmark's tap → stored)."""
+        on the bus worker thread, the events the hub has committed (the benchmark's tap → stored).
+        `open_camera` replaces the camera `[kiosk] camera` names (a test's or the benchmark's fake camera)."""
         ca_file = config.broker.ca_file
         if ca_file is None or not Path(ca_file).is_file():
             what = "is missing" if ca_file is None else f"{ca_file} does not exist"
@@ -74,7 +82,7 @@ class KioskRuntime:
         self.controller = KioskController(
             emit=self.writer.record, home_zone=settings.home_room, companion_base_url=settings.companion_base_url,
             idle_timeout_s=settings.idle_timeout_s, countdown_s=settings.countdown_s,
-            default_language=settings.default_language, clock=clock)
+            default_language=settings.default_language, clock=clock, site_id=config.site_id)
         self.controller.observe(self._view_changed)
         self.commands = KioskCommands(controller=self.controller, ui_call=ui_call,
                                       reload_content=self.reload_content, request_exit=self.request_exit,
@@ -87,6 +95,18 @@ class KioskRuntime:
         self._reported: str | None = self.store.reported()
         self._forced: ContentAnnouncement | None = None
         self._pack_thread: threading.Thread | None = None
+        self.scanner = self._qr_scanner(open_camera)
+        """The camera's QR scanner; None without a camera."""
+
+    def _qr_scanner(self, open_camera: OpenCamera | None) -> QrScanner | None:
+        settings = self.settings
+        if open_camera is None:
+            if settings.camera == NO_CAMERA:
+                return None
+            open_camera = _settings_camera(settings.camera)
+        decoder = settings.qr_decoder
+        return QrScanner(open_camera=open_camera, strategy=lambda: _strategy(decoder),
+                         deliver=self.controller.scanned, ui_call=self._ui_call)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -106,6 +126,8 @@ class KioskRuntime:
             self._note_reported(current)
         self._pack_thread = threading.Thread(target=self._pack_worker, name="kiosk-packs", daemon=True)
         self._pack_thread.start()
+        if self.scanner is not None:
+            self.scanner.start()
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """End a visit in progress (reason shutdown), commit every event to the outbox, disconnect. Call it on
@@ -115,6 +137,8 @@ class KioskRuntime:
                 return
             self._stopped = True
             self._stopping.set()
+        if self.scanner is not None:
+            self.scanner.stop()  # a code read now would start a visit the shutdown has to end
         self.controller.shutdown()
         self.updater.stop()
         if self._pack_thread is not None:
@@ -220,6 +244,33 @@ class KioskRuntime:
     def _pin(self) -> None:
         shown, pending = self.controller.shown_pack, self.controller.pending_pack
         self.store.pin(shown.path if shown is not None else None, pending.path if pending is not None else None)
+
+
+CAMERA_SIZE = (1280, 720)
+"""Frames asked of the camera: the size qr.decode's strategy and its synthetic hard set are tuned for; more pixels
+would cost conversion and decoding time on every frame."""
+
+
+def _settings_camera(spec: str) -> OpenCamera:
+    def open_camera() -> CameraLike:
+        # The camera libraries are imported here, in the scanner's thread, and only with a camera.
+        from qr.camera import SETTING, CameraError, CameraMissing, make_camera
+
+        camera = make_camera(spec, *CAMERA_SIZE)
+        try:
+            camera.open()
+        except CameraError as error:
+            # qr.camera's messages name the entrance reader's setting; a kiosk's operator changes this one.
+            raise CameraMissing(str(error).replace(SETTING, "[kiosk] camera")) from None
+        return camera
+
+    return open_camera
+
+
+def _strategy(decoder: str | None) -> Strategy:
+    from qr.decode import DEFAULT_DECODER, Strategy, make_decoder
+
+    return Strategy(make_decoder(decoder or DEFAULT_DECODER))
 
 
 __all__ = ["KioskRuntime"]

@@ -9,6 +9,8 @@
     state_dir = "kiosk-state"                      # relative to the configuration file's folder
     packs_dir = "kiosk-state/packs"                # default: state_dir/packs
     fullscreen = true                              # false only for development on a desktop
+    camera = "none"                                # "picamera2" or "v4l2:/dev/video0": read visitors' QR codes
+    qr_decoder = "zxing"                           # "zxing" or "zbar" (qr.decode.DECODERS)
 
 Every value is checked when the kiosk starts: a mistake is one line naming the file, the setting and the fix,
 not a kiosk that misbehaves in a gallery weeks later.
@@ -29,7 +31,10 @@ IDLE_TIMEOUT_RANGE = (15.0, 3600.0)
 COUNTDOWN_RANGE = (3.0, 120.0)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 _KEYS = ("home_room", "companion_base_url", "idle_timeout_s", "countdown_s", "default_language", "state_dir",
-         "packs_dir", "fullscreen")
+         "packs_dir", "fullscreen", "camera", "qr_decoder")
+NO_CAMERA = "none"
+CAMERA_HELP = 'set camera to "none", "picamera2" (a Raspberry Pi camera) or "v4l2:/dev/video0" (a USB camera)'
+
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,11 @@ class KioskSettings:
     countdown_s: float = 10.0
     default_language: str = "fr"
     fullscreen: bool = True
+    camera: str = NO_CAMERA
+    """"none" (no QR reading: no scanner thread, no decoder imported), "picamera2" or "v4l2:<device path>"."""
+    qr_decoder: str | None = None
+    """The QR decoder (qr.decode.DECODERS); None only with no camera and no decoder named (qr.decode, and Pillow
+    with it, are then never imported)."""
 
     @classmethod
     def from_config(cls, config: ClientConfig, config_path: Path) -> KioskSettings:
@@ -95,9 +105,23 @@ class KioskSettings:
         if not isinstance(fullscreen, bool):
             raise ValueError(f"{where} fullscreen must be true or false, got {fullscreen!r}; correct the setting")
 
+        camera = raw.get("camera", cls.camera)
+        problem = _camera_problem(camera)
+        if problem:
+            raise ValueError(f"{where} camera {problem}, got {camera!r}; {CAMERA_HELP}")
+
+        decoder = raw.get("qr_decoder")
+        if camera != NO_CAMERA or decoder is not None:
+            from qr.decode import DECODERS, DEFAULT_DECODER  # no decoder library: those load when the scanner starts
+
+            decoder = DEFAULT_DECODER if decoder is None else decoder
+            if decoder not in DECODERS:
+                raise ValueError(f"{where} qr_decoder must be one of {', '.join(DECODERS)}, got {decoder!r}; "
+                                 f"correct the setting or remove it to use {DEFAULT_DECODER}")
+
         return cls(config_path=config_path, state_dir=state_dir, packs_dir=packs_dir, home_room=home_room,
                    companion_base_url=url.rstrip("/"), idle_timeout_s=idle, countdown_s=countdown,
-                   default_language=language, fullscreen=fullscreen)
+                   default_language=language, fullscreen=fullscreen, camera=camera, qr_decoder=decoder)
 
 
 def _url_problem(url: Any) -> str | None:
@@ -116,6 +140,20 @@ def _url_problem(url: Any) -> str | None:
     return None
 
 
+def _camera_problem(camera: Any) -> str | None:
+    if not isinstance(camera, str):
+        return "must be text"
+    if camera in (NO_CAMERA, "picamera2"):
+        return None
+    kind, _, device = camera.partition(":")
+    if kind != "v4l2":
+        return "is not a camera this kiosk knows"
+    if not device.startswith("/") or device != device.strip() or len(device) < 2:
+        return "must name the device file after v4l2:, like v4l2:/dev/video0"
+    # Whether the device exists is not checked here: a camera plugged in later is picked up by the scanner.
+    return None
+
+
 def _number(raw: dict[str, Any], name: str, default: float, bounds: tuple[float, float], where: str) -> float:
     value = raw.get(name, default)
     low, high = bounds
@@ -125,4 +163,4 @@ def _number(raw: dict[str, Any], name: str, default: float, bounds: tuple[float,
     return float(value)
 
 
-__all__ = ["COUNTDOWN_RANGE", "IDLE_TIMEOUT_RANGE", "KioskSettings"]
+__all__ = ["COUNTDOWN_RANGE", "IDLE_TIMEOUT_RANGE", "NO_CAMERA", "KioskSettings"]

@@ -61,6 +61,13 @@ STRINGS: MappingProxyType[str, MappingProxyType[str, str]] = MappingProxyType({
         "still_there_body": {"fr": "Votre visite se termine dans {seconds} s.",
                              "en": "Your visit ends in {seconds} s."},
         "still_here": {"fr": "Je suis toujours là", "en": "I’m still here"},
+        "qr_visit_found": {"fr": f"Visite retrouvée{NNBSP}! Les œuvres que vous emportez s’ajoutent à votre page "
+                                 "de visite.",
+                           "en": "Visit found! The works you take home are added to your visit page."},
+        "qr_tag_linked": {"fr": f"Badge associé à votre visite{NNBSP}: les œuvres devant lesquelles vous vous "
+                                "arrêtez seront sur votre page de visite.",
+                          "en": "Tag linked to your visit: the works you stop at will be on your visit page."},
+        "qr_not_ours": {"fr": "Ce code n’est pas un code du musée.", "en": "This is not one of the museum’s codes."},
     }.items()
 })
 

@@ -238,6 +238,7 @@ class ControllerLike(Protocol):
     def end_visit(self) -> None: ...
     def still_here(self) -> None: ...
     def tick(self) -> None: ...
+    def dismiss_message(self) -> None: ...
 
 
 def _local(text: Localized, language: str) -> str:
@@ -554,6 +555,18 @@ class StillThereOverlay(Themed, FloatLayout):
     def on_touch_up(self, touch: Any) -> bool:
         super().on_touch_up(touch)
         return True
+
+
+class MessageBanner(Themed, ButtonBehavior, BoxLayout):
+    """The message a QR code shown to the camera brings up (`View.message`), over whatever screen is up, under
+    the top bar; the controller takes it down after a few seconds, a tap on it at once. It takes the touches on
+    it: a finger closing it must not press what lies under it."""
+
+    key = StringProperty("message")
+    text = StringProperty("")
+
+    def on_release(self) -> None:
+        App.get_running_app().controller.dismiss_message()
 
 
 class ImageViewer(Themed, FloatLayout):
@@ -1176,6 +1189,7 @@ class KioskRoot(FloatLayout):
         self.add_widget(self.manager)
         self.overlay = StillThereOverlay(look=Look())
         self.viewer = ImageViewer(look=Look())
+        self.banner = MessageBanner(look=Look())
         self.viewer.closer = self.close_viewer
         self._view: View | None = None
 
@@ -1206,6 +1220,7 @@ class KioskRoot(FloatLayout):
         if previous is None or previous.screen != view.screen:
             screen.shown()
         self._show_countdown(view.countdown_s)
+        self._show_message(view)
         refresh_stale_labels()
         url = view.take_home_url
         if url and (previous is None or previous.take_home_url != url):
@@ -1232,6 +1247,24 @@ class KioskRoot(FloatLayout):
         self.overlay.look.sync(App.get_running_app())
         if self.overlay.parent is None:
             self.add_widget(self.overlay)
+
+    def _show_message(self, view: View) -> None:
+        banner = self.banner
+        if view.message is None:
+            if banner.parent is not None:
+                self.remove_widget(banner)
+            banner.text = ""
+            return
+        if view.screen in ("attract", "no_content"):
+            # Nobody has chosen a language yet (a foreign code shown to the attract loop): both, as that screen.
+            text = "\n".join(texts.bilingual(view.message))
+        else:
+            text = texts.text(view.message, view.language)
+        banner.look.sync(App.get_running_app())
+        banner.text = text
+        if banner.parent is None:
+            # Above the screens and the picture viewer, under "Are you still there?" (which is modal).
+            self.add_widget(banner, index=1 if self.overlay.parent is not None else 0)
 
     def open_viewer(self, source: str) -> None:
         self.viewer.look.sync(App.get_running_app())
@@ -1529,8 +1562,8 @@ class KioskHarness:
         harness.close()
 
     Names for `find`/`tap`: a widget's `key` ("take_home", "back", "audio", "lsf", "picture", "my_visit",
-    "end_visit", "end_visit_here", "still_here", "close_viewer", "artwork:<id>", "room:<zone>", "lang:<code>",
-    "mode:<mode>", "page:next"…) or an id in a screen's .kv file.
+    "end_visit", "end_visit_here", "still_here", "close_viewer", "message", "artwork:<id>", "room:<zone>",
+    "lang:<code>", "mode:<mode>", "page:next"…) or an id in a screen's .kv file.
     """
 
     def __init__(self, controller: ControllerLike, *, state_dir: str | Path, width: int = 1280, height: int = 800,
@@ -1620,7 +1653,7 @@ class KioskHarness:
         roots: list[Widget] = [self.root]
         if all_screens:
             roots += [s for s in self.root.screens.values() if s.parent is None]
-            roots += [w for w in (self.root.overlay, self.root.viewer) if w.parent is None]
+            roots += [w for w in (self.root.overlay, self.root.viewer, self.root.banner) if w.parent is None]
         for top in roots:
             yield from top.walk(restrict=True)
 

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 
 import click
 
-ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "content.cli", "kiosk.cli", "demo.cli", "protocol.cli")
+ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "content.cli", "kiosk.cli", "hardware.cli", "hardware.qr_cli",
+                    "demo.cli", "protocol.cli")
 
 OPTIONAL_MODULES = {
     "sqlite_utils": "hub",
@@ -18,7 +19,9 @@ OPTIONAL_MODULES = {
     "segno": "kiosk",
     "ffpyplayer": "kiosk",
     "bleak": "gateway",
-    "pyzbar": "gateway",
+    "zxingcpp": "qr",
+    "pyzbar": "qr",
+    "PIL": "qr",
     "fastapi": "api",
     "uvicorn": "api",
 }
@@ -30,6 +33,8 @@ ROLE_DESCRIPTIONS = {
     "broker.hub_cli": "hub commands",
     "content.cli": "content pack commands",
     "kiosk.cli": "kiosk commands",
+    "hardware.cli": "BLE station commands",
+    "hardware.qr_cli": "QR reader commands",
     "demo.cli": "demo and simulate commands",
     "protocol.cli": "docs commands",
 }

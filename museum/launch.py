@@ -1,24 +1,30 @@
 """The `museum` console script's entry point.
 
-`museum kiosk …` loads the kiosk's commands alone: a kiosk runs two processes for months (the supervisor and
-the app), and gathering every role's commands (`museum.cli`) would cost each of them about 15 MB and 0.1 s at
-start on a Pi, for commands a kiosk never runs. Everything else goes through `museum.cli`, which also explains a
-missing extra.
+`museum kiosk …`, `museum gateway …` and `museum qr-reader …` load their own role's commands alone: a device runs
+them for months, and gathering every role's commands (`museum.cli`) would cost each process about 15 MB and 0.1 s
+at start on a Pi, for commands a device never runs. Everything else goes through `museum.cli`, which also explains
+a missing extra.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+DEVICE_COMMANDS = {"kiosk": ("kiosk.cli", "kiosk"), "gateway": ("hardware.cli", "gateway"),
+                   "qr-reader": ("hardware.qr_cli", "qr_reader")}
+"""The first word → (module, click group) of the commands a device runs on its own."""
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "kiosk":
+    if len(sys.argv) > 1 and sys.argv[1] in DEVICE_COMMANDS:
+        module_name, group_name = DEVICE_COMMANDS[sys.argv[1]]
         try:
-            from kiosk.cli import kiosk
+            group = getattr(importlib.import_module(module_name), group_name)
         except ModuleNotFoundError:
-            pass  # the kiosk extra is not installed: museum.cli says so
+            pass  # the role's extra is not installed: museum.cli says so
         else:
-            kiosk(args=sys.argv[2:], prog_name="museum kiosk")
+            group(args=sys.argv[2:], prog_name=f"museum {sys.argv[1]}")
             return
     from museum.cli import main as every_command
 

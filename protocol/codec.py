@@ -25,7 +25,17 @@ from protocol.errors import ContractError
 from protocol.events import COMMON_FIELDS, EVENT_TYPES, Event
 from protocol.fields import IDENTIFIER, KIND, UUID, VERSION
 from protocol.ids import UUID7, format_instant, is_event_id, parse_instant
-from protocol.messages import Ack, ArgValue, Command, ContentAnnouncement, Presence, Rejection, Screenshot
+from protocol.messages import (
+    MAX_SIGHTINGS,
+    Ack,
+    ArgValue,
+    Command,
+    ContentAnnouncement,
+    Presence,
+    Rejection,
+    Screenshot,
+    Sightings,
+)
 
 MAX_MESSAGE_BYTES = 512 * 1024
 """Largest MQTT payload a receiver parses. Devices size their batch envelopes below it."""
@@ -346,6 +356,33 @@ def decode_presence(payload: bytes) -> Presence:
         raise ContractError("invalid_field", f"{what}: state must be online or offline, got {str(state)[:40]!r}")
     return Presence(_text(obj, "device_id", what, IDENTIFIER), state, _text(obj, "kind", what, KIND),
                     _text(obj, "software_version", what, VERSION), _instant(obj, "since", what))
+
+
+def encode_sightings(sightings: Sightings) -> bytes:
+    if len(sightings.tags) > MAX_SIGHTINGS:
+        raise ContractError("too_large", f"sightings: {len(sightings.tags)} tags, at most {MAX_SIGHTINGS}")
+    return dumps_strict({"device_id": sightings.device_id, "zone_id": sightings.zone_id,
+                         "at": format_instant(sightings.at),
+                         "tags": {tag: round(distance, 2) for tag, distance in sightings.tags}})
+
+
+def decode_sightings(payload: bytes) -> Sightings:
+    what = "sightings"
+    obj = _object(payload, what, {"device_id", "zone_id", "at", "tags"})
+    tags = obj["tags"]
+    if not isinstance(tags, dict):
+        raise ContractError("invalid_field", f"{what}: tags must be an object of tag id → distance in metres")
+    if len(tags) > MAX_SIGHTINGS:
+        raise ContractError("too_large", f"{what}: {len(tags)} tags, at most {MAX_SIGHTINGS}")
+    pairs = []
+    for tag, distance in tags.items():
+        if IDENTIFIER.match(tag) is None:
+            raise ContractError("invalid_field", f"{what}: tag id {tag[:80]!r} is not an identifier")
+        if isinstance(distance, bool) or not isinstance(distance, int | float) or not 0 <= distance <= 1000:
+            raise ContractError("invalid_field", f"{what}: distance of {tag} must be 0–1000 m, got {distance!r}")
+        pairs.append((tag, float(distance)))
+    return Sightings(_text(obj, "device_id", what, IDENTIFIER), _text(obj, "zone_id", what, IDENTIFIER),
+                     _instant(obj, "at", what), tuple(pairs))
 
 
 def encode_ack(ack: Ack) -> bytes:

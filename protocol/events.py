@@ -240,34 +240,53 @@ class AccessibilityModeChanged(Event):
     enabled: bool = f.flag("Whether the mode is now on.")
 
 
-@event_type("visit.linked", visit="required")
+TAG_ID_DESCRIPTION = ("The visitor tag, as the BLE station or QR reader saw it (see docs/hardware.md). The hub "
+                      "resolves it to the tag's visit and removes it before storing: it never leaves the site.")
+
+
+@event_type("visit.linked", version=2, visit="required")
 @dataclass(frozen=True, kw_only=True)
 class VisitLinked(Event):
-    """A visitor's phone scanned a QR code that ties this device's activity to their visit token."""
+    """A visit was tied to something scanned: a visitor's phone scanned a QR code next to a work or at a kiosk, a
+    kiosk or the entrance reader was shown a visit's QR code, or a lent visitor tag was linked to the visit."""
 
     channel: str = f.choice("What was scanned.", "kiosk_qr", "artwork_qr", "entrance_qr")
     artwork_id: str | None = f.identifier("The artwork, for a QR code next to a work.", optional=True)
+    tag_id: str | None = f.identifier("A visitor tag now lent to this visit. " + TAG_ID_DESCRIPTION, optional=True)
+
+
+@event_type("tag.returned")
+@dataclass(frozen=True, kw_only=True)
+class TagReturned(Event):
+    """A lent visitor tag came back (its QR code was scanned alone at the entrance reader): the visit it was
+    linked to ends, and the site forgets which visit the tag belonged to. The hub sets `visit_id` to that visit
+    and removes `tag_id` before storing."""
+
+    tag_id: str | None = f.identifier(TAG_ID_DESCRIPTION, optional=True)
 
 
 # --- Presence near works ----------------------------------------------------------------------------------
 
-@event_type("proximity.entered")
+@event_type("proximity.entered", version=2)
 @dataclass(frozen=True, kw_only=True)
 class ProximityEntered(Event):
-    """A visitor's tag came within range of an artwork's gateway."""
+    """A visitor's tag came within range of an artwork watched by a BLE station. Without `visit_id` (a tag lent
+    to no visit) it still counts in the figures."""
 
-    artwork_id: str = f.identifier("The artwork the gateway watches.")
+    artwork_id: str = f.identifier("The artwork the station watches.")
     zone_id: str = f.identifier("The zone (room) the artwork is in.")
+    tag_id: str | None = f.identifier(TAG_ID_DESCRIPTION, optional=True)
 
 
-@event_type("proximity.left")
+@event_type("proximity.left", version=2)
 @dataclass(frozen=True, kw_only=True)
 class ProximityLeft(Event):
     """A visitor's tag left an artwork's range; `dwell_s` is how long it stayed."""
 
-    artwork_id: str = f.identifier("The artwork the gateway watches.")
+    artwork_id: str = f.identifier("The artwork the station watches.")
     zone_id: str = f.identifier("The zone (room) the artwork is in.")
     dwell_s: float = f.seconds("Time spent in range.", maximum=24 * 3600)
+    tag_id: str | None = f.identifier(TAG_ID_DESCRIPTION, optional=True)
 
 
 @event_type("occupancy.counted", visit="forbidden")
@@ -278,6 +297,54 @@ class OccupancyCounted(Event):
     zone_id: str = f.identifier("The zone counted.")
     count: int = f.count("People counted.", maximum=100_000)
     window_s: float = f.seconds("Length of the counting window.", maximum=24 * 3600)
+
+
+# --- Beacons and stations ---------------------------------------------------------------------------------
+
+@event_type("beacon.health", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class BeaconHealth(Event):
+    """The latest telemetry (Eddystone-TLM) of a museum beacon or visitor tag, reported by a BLE station that
+    hears it, at most once per beacon per reporting period."""
+
+    beacon_id: str = f.identifier("The beacon's name in the station's configuration, or a tag's id.")
+    battery_mv: int | None = f.count("Battery voltage in millivolts (absent: the beacon does not say).",
+                                     maximum=10_000, optional=True)
+    temperature_c: float | None = f.number("Beacon temperature in °C (absent: the beacon does not say).",
+                                           minimum=-128, maximum=128, optional=True)
+    uptime_s: float | None = f.seconds("Time since the beacon's last power-on or reboot.",
+                                       maximum=20 * 365 * 24 * 3600, optional=True)
+    adverts: int | None = f.count("Advertising frames the beacon has sent since power-on.",
+                                  maximum=2**32 - 1, optional=True)
+
+
+BEACON_ALERTS = ("low_battery", "not_heard", "heard_again")
+
+
+@event_type("beacon.alert", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class BeaconAlert(Event):
+    """Something staff must act on about a museum beacon or visitor tag: its battery is low, or no station has
+    heard it for too long (and `heard_again` once it is back)."""
+
+    beacon_id: str = f.identifier("The beacon's name in the station's configuration, or a tag's id.")
+    alert: str = f.choice("What happened.", *BEACON_ALERTS)
+    detail: str = f.text("What was measured, for staff.", max_length=300)
+
+
+SCANNER_STATES = ("scanning", "recovering", "failing")
+
+
+@event_type("scanner.status", visit="forbidden")
+@dataclass(frozen=True, kw_only=True)
+class ScannerStatus(Event):
+    """A BLE station's scanner changed state: `scanning` (healthy), `recovering` (retrying after a fault) or
+    `failing` (still retrying after many attempts: staff should look). The station keeps running in every state."""
+
+    state: str = f.choice("The scanner's state now.", *SCANNER_STATES)
+    adapter: str = f.text("The Bluetooth adapter (hci0 …).", max_length=40)
+    reason: str = f.text("Why, for staff: the fault and what the station does about it.", max_length=500)
+    attempts: int = f.count("Recovery attempts since the scanner last worked (0 when scanning).")
 
 
 # --- Devices ----------------------------------------------------------------------------------------------

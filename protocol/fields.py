@@ -186,9 +186,13 @@ def flag(description: str) -> Any:
     return _field(Spec("flag", description))
 
 
-def count(description: str, *, minimum: int = 0, maximum: int = 1_000_000_000) -> Any:
-    return _field(Spec("count", description, minimum=minimum, maximum=maximum))
+def count(description: str, *, minimum: int = 0, maximum: int = 1_000_000_000, optional: bool = False) -> Any:
+    return _field(Spec("count", description, optional, minimum=minimum, maximum=maximum))
 
 
-def seconds(description: str, *, maximum: float = 7 * 24 * 3600) -> Any:
-    return _field(Spec("number", description, minimum=0, maximum=maximum))
+def seconds(description: str, *, maximum: float = 7 * 24 * 3600, optional: bool = False) -> Any:
+    return _field(Spec("number", description, optional, minimum=0, maximum=maximum))
+
+
+def number(description: str, *, minimum: float, maximum: float, optional: bool = False) -> Any:
+    return _field(Spec("number", description, optional, minimum=minimum, maximum=maximum))

@@ -1,4 +1,5 @@
-"""Messages that are not events: presence, acknowledgements, commands, content announcements, screenshots.
+"""Messages that are not events: presence, acknowledgements, commands, content announcements, screenshots,
+BLE stations' sightings.
 
 They travel on their own topics (see `protocol.topics`) and are encoded by `protocol.codec` like events:
 strict JSON objects with exactly the fields below. A screenshot is the one binary message: a one-line JSON header,
@@ -78,3 +79,21 @@ class Screenshot:
     command_id: str
     taken_at: datetime
     png: bytes = field(repr=False)
+
+
+MAX_SIGHTINGS = 2_000
+"""Tags one sightings message may carry: more than any room holds, few enough to bound a peer's memory."""
+
+
+@dataclass(frozen=True)
+class Sightings:
+    """A BLE station's latest view of the visitor tags it hears, for the other stations of the site: each tag's
+    smoothed distance in metres. Stations use it to decide, when several hear one tag, which room it is in (the
+    nearest station wins). Sent at most about once a second and only when it changed (QoS 0, not retained): it is
+    a state, not a log, and the site server stores none of it. `at` is when the station computed it; a peer
+    ignores sightings older than a few seconds. At most `MAX_SIGHTINGS` tags."""
+
+    device_id: str
+    zone_id: str
+    at: datetime
+    tags: tuple[tuple[str, float], ...] = ()

@@ -5,6 +5,7 @@
     museum/v1/{site}/devices/{device}/commands     site → device  commands (QoS 1), sent by `museum device command`
     museum/v1/{site}/devices/{device}/acks         hub → device   which events the hub has committed (QoS 1)
     museum/v1/{site}/devices/{device}/screenshots  device → hub   a PNG answering a `screenshot` command (QoS 1)
+    museum/v1/{site}/devices/{device}/sightings    station → stations  the tags a BLE station hears now (QoS 0)
     museum/v1/{site}/content                       hub → all      retained announcement of the current content pack
 
 The device segment equals the device's MQTT username, which is how the broker's ACL confines each device to
@@ -21,8 +22,8 @@ from protocol.fields import IDENTIFIER
 
 ROOT = "museum"
 VERSION = "v1"
-DeviceChannel = Literal["events", "status", "commands", "acks", "screenshots"]
-DEVICE_CHANNELS: tuple[DeviceChannel, ...] = ("events", "status", "commands", "acks", "screenshots")
+DeviceChannel = Literal["events", "status", "commands", "acks", "screenshots", "sightings"]
+DEVICE_CHANNELS: tuple[DeviceChannel, ...] = ("events", "status", "commands", "acks", "screenshots", "sightings")
 
 
 def _check_id(kind: str, value: str) -> str:
@@ -56,6 +57,10 @@ def acks_topic(site_id: str, device_id: str) -> str:
 
 def screenshots_topic(site_id: str, device_id: str) -> str:
     return device_topic(site_id, device_id, "screenshots")
+
+
+def sightings_topic(site_id: str, device_id: str) -> str:
+    return device_topic(site_id, device_id, "sightings")
 
 
 def content_topic(site_id: str) -> str:

@@ -576,7 +576,7 @@ def test_events_are_frozen() -> None:
 
 NAMED_BUILDERS = {"events": topics.events_topic, "status": topics.status_topic,
                   "commands": topics.commands_topic, "acks": topics.acks_topic,
-                  "screenshots": topics.screenshots_topic}
+                  "screenshots": topics.screenshots_topic, "sightings": topics.sightings_topic}
 
 
 @pytest.mark.parametrize("channel", topics.DEVICE_CHANNELS)

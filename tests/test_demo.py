@@ -53,7 +53,8 @@ WALL = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SIM = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 KIOSK_TYPES = {"kiosk.session_started", "kiosk.session_ended", "artwork.viewed", "artwork.collected",
                "visitor.language_changed", "visitor.accessibility_changed", "visit.linked", "device.status"}
-GATEWAY_TYPES = {"proximity.entered", "proximity.left", "occupancy.counted", "device.status"}
+GATEWAY_TYPES = {"proximity.entered", "proximity.left", "occupancy.counted", "scanner.status", "device.status"}
+"""A gateway is a real station (on a simulated radio): it also reports its scanner's state."""
 KIOSK_APP_TYPES = KIOSK_TYPES | {"content.pack_applied", "content.pack_refused"}
 HUB_LINE = re.compile(r"^Hub: [\d.]+ events/s, (\d+) events stored$", re.MULTILINE)
 DEVICES_LINE = re.compile(r"^Devices: (\d+) of (\d+) online", re.MULTILINE)

@@ -19,7 +19,7 @@ from broker.hub_store import (
     _v3,
 )
 from protocol.canonical import EventRecord, event_record
-from protocol.events import ArtworkViewed, Event, OccupancyCounted
+from protocol.events import ArtworkViewed, BeaconAlert, Event, OccupancyCounted, ScannerStatus
 from protocol.ids import event_id_at, event_id_floor
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -215,3 +215,27 @@ def test_migrations_are_recorded_and_not_rerun(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reopened = HubStore(path)  # would fail creating existing tables if migrations ran twice
     reopened.close()
+
+
+def test_attention_lists_scanners_not_scanning_and_unresolved_beacon_alerts(store):
+    at = NOW - timedelta(hours=2)
+
+    def scanner(device: str, state: str, minutes: int) -> ScannerStatus:
+        return ScannerStatus.create(site_id="test-site", device_id=device, occurred_at=at + timedelta(minutes=minutes),
+                                    state=state, adapter="hci0", reason=f"{state} reason", attempts=3)
+
+    def alert(beacon: str, what: str, minutes: int, days_ago: float = 0) -> BeaconAlert:
+        return BeaconAlert.create(site_id="test-site", device_id="gw-1", beacon_id=beacon, alert=what,
+                                  detail=f"{what} detail",
+                                  occurred_at=at + timedelta(minutes=minutes) - timedelta(days=days_ago))
+
+    events = [scanner("gw-1", "recovering", 0), scanner("gw-1", "scanning", 1),  # recovered: nothing to see
+              scanner("gw-2", "scanning", 0), scanner("gw-2", "failing", 5),
+              alert("entrance-left", "not_heard", 0), alert("entrance-left", "heard_again", 3),
+              alert("t-00000000002a", "low_battery", 4), alert("room-2", "not_heard", 0, days_ago=1.5)]
+    store.commit_round(records(*events), [], [], NOW)
+    attention = store.attention(NOW)
+    assert [(a.device_id, a.subject, a.state) for a in attention] == [
+        ("gw-2", "scanner", "failing"), ("gw-1", "t-00000000002a", "low_battery")]
+    assert "failing reason (adapter hci0, 3 attempts)" in attention[0].detail
+    assert store.stats().attention[0] == attention[0]  # stats() reads the clock: the alerts are days old by now

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from harness import HubThread, device_config, devices
 from PIL import Image
-from pyzbar.pyzbar import decode
 from support import assert_not_blank, wait_until
 
 from broker.commands import CommandReply, send_command
@@ -42,6 +41,8 @@ from protocol.codec import encode_event
 from protocol.events import Event
 from protocol.ids import visit_id_for
 from protocol.messages import ContentAnnouncement
+from qr.frames import Frame
+from qr.zbar import ZbarDecoder
 
 DEVICE = "kiosk-e2e"
 HOME = "impressionnisme"
@@ -248,7 +249,7 @@ def publisher(site: Site, tmp_path: Path) -> Iterator[Publisher]:
 
 def qr_codes(path: Path) -> list[str]:
     with Image.open(path) as image:
-        return [symbol.data.decode() for symbol in decode(image.convert("L"))]
+        return [code.text for code in ZbarDecoder().decode(Frame.from_image(image.convert("L")))]
 
 
 def shoot(kiosk: LiveKiosk, folder: Path, name: str) -> Path:

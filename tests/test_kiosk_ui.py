@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from pyzbar.pyzbar import decode
 from support import assert_not_blank
 
 from content.pack import build_pack
@@ -40,6 +39,8 @@ from protocol.events import (
     KioskSessionStarted,
     LanguageChanged,
 )
+from qr.frames import Frame
+from qr.zbar import ZbarDecoder
 
 HOME = "impressionnisme"
 IDLE_S = 90.0
@@ -150,7 +151,7 @@ def wait(kiosk: Kiosk, condition: Any, what: str) -> None:
 
 def qr_of(path: Path) -> list[str]:
     with Image.open(path) as image:
-        return [symbol.data.decode() for symbol in decode(image.convert("L"))]
+        return [code.text for code in ZbarDecoder().decode(Frame.from_image(image.convert("L")))]
 
 
 # --- the guard against rendering nothing ------------------------------------------------------------------------

@@ -256,5 +256,9 @@ def test_the_optional_modules_are_those_of_the_extras() -> None:
         "optional-dependencies"]
     distributions = {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("-", "_"): extra
                      for extra, requirements in extras.items() if extra != "dev" for requirement in requirements}
-    assert distributions == OPTIONAL_MODULES
+    assert {IMPORT_NAMES.get(name, name): extra for name, extra in distributions.items()} == OPTIONAL_MODULES
+
+
+IMPORT_NAMES = {"zxing_cpp": "zxingcpp", "pillow": "PIL"}
+"""Distributions whose top-level module has another name."""
 

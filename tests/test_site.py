@@ -282,6 +282,7 @@ def test_acl_confines_hub_and_each_device(site: Site) -> None:
             ("read", f"{base}/content"), ("write", f"{base}/devices/{d}/screenshots")}
         for d in ("kiosk-01", "gw-02")
     }
+    device_rules["gw-02"] |= {("write", f"{base}/devices/gw-02/sightings"), ("read", f"{base}/devices/+/sightings")}
     assert acl_rules(site.acl_file.read_text()) == {
         None: set(),
         "hub": {("read", f"{base}/devices/+/events"), ("read", f"{base}/devices/+/status"),
