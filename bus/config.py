@@ -25,6 +25,7 @@ The file holds a secret, so it is written with mode 0600.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -139,3 +140,42 @@ class ClientConfig:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(self.to_toml())
         os.replace(temporary, path)
+
+
+# --- a device's own settings table ----------------------------------------------------------------------------
+# Each device program reads one table of its file ([kiosk], [gateway], [qr_reader]); these check it the same way,
+# so every mistake is one line naming the file, the setting and the fix.
+
+def settings_table(config: ClientConfig, config_path: Path, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The `[name]` table of a device's file (empty when absent); ValueError for a non-table or an unknown key."""
+    raw = config.extra.get(name, {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_path}: {name} must be a table ([{name}] with settings under it); correct the file")
+    known_settings(raw, keys, f"{config_path}: [{name}]")
+    return raw
+
+
+def known_settings(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ValueError(f"{where} has unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(keys)}")
+
+
+def number_setting(raw: dict[str, Any], name: str, default: float, bounds: tuple[float, float], where: str,
+                   unit: str = "a number of seconds") -> float:
+    value = raw.get(name, default)
+    low, high = bounds
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            or not low <= value <= high):
+        raise ValueError(f"{where} {name} must be {unit} from {low:g} to {high:g}, got {value!r}; "
+                         "correct the setting")
+    return float(value)
+
+
+def whole_number_setting(raw: dict[str, Any], name: str, default: int, bounds: tuple[int, int], where: str,
+                         unit: str = "a whole number") -> int:
+    value = raw.get(name, default)
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{where} {name} must be {unit} from {low} to {high}, got {value!r}; correct the setting")
+    return value

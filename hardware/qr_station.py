@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.backoff import Backoff
-from bus.config import ClientConfig
+from bus.config import ClientConfig, number_setting, settings_table, whole_number_setting
 from bus.device import DeliveryTuning, DeviceClient
 from protocol.events import Event, TagReturned, VisitLinked
 from qr.camera import Camera, CameraError, make_camera, parse_camera
@@ -65,15 +65,8 @@ class QrReaderSettings:
     def from_config(cls, config: ClientConfig, config_path: Path) -> QrReaderSettings:
         """The `[qr_reader]` table of `config` (read from `config_path`); ValueError, one line, for a bad value."""
         config_path = Path(config_path)
-        raw = config.extra.get("qr_reader", {})
+        raw = settings_table(config, config_path, "qr_reader", _KEYS)
         where = f"{config_path}: [qr_reader]"
-        if not isinstance(raw, dict):
-            raise ValueError(f"{config_path}: qr_reader must be a table ([qr_reader] with settings under it); "
-                             "correct the file")
-        unknown = sorted(set(raw) - set(_KEYS))
-        if unknown:
-            raise ValueError(f"{where} has unknown setting(s) {', '.join(unknown)}; the settings are "
-                             f"{', '.join(_KEYS)}")
         camera = raw.get("camera", cls.camera)
         try:
             parse_camera(camera)
@@ -83,29 +76,16 @@ class QrReaderSettings:
         if decoder not in DECODERS:
             raise ValueError(f"{where} decoder must be one of {', '.join(DECODERS)}, got {decoder!r}; "
                              "correct the setting")
-        repeat_s = _number(raw, "repeat_s", cls.repeat_s, (0.0, 60.0), where)
-        pair_window_s = _number(raw, "pair_window_s", cls.pair_window_s, (5.0, 600.0), where)
+        repeat_s = number_setting(raw, "repeat_s", cls.repeat_s, (0.0, 60.0), where)
+        pair_window_s = number_setting(raw, "pair_window_s", cls.pair_window_s, (5.0, 600.0), where)
         width = _pixels(raw, "width", cls.width, where)
         height = _pixels(raw, "height", cls.height, where)
         return cls(config_path=config_path, camera=camera, decoder=decoder, repeat_s=repeat_s,
                    pair_window_s=pair_window_s, width=width, height=height)
 
 
-def _number(raw: dict[str, Any], name: str, default: float, bounds: tuple[float, float], where: str) -> float:
-    value = raw.get(name, default)
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"{where} {name} must be a number of seconds from {low:g} to {high:g}, got {value!r}; "
-                         "correct the setting")
-    return float(value)
-
-
 def _pixels(raw: dict[str, Any], name: str, default: int, where: str) -> int:
-    value = raw.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 160 <= value <= 4096:
-        raise ValueError(f"{where} {name} must be a whole number of pixels from 160 to 4096, got {value!r}; "
-                         "correct the setting")
-    return value
+    return whole_number_setting(raw, name, default, (160, 4096), where, "a whole number of pixels")
 
 
 @dataclass

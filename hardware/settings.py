@@ -48,13 +48,12 @@ starts: a mistake is one line naming the file, the setting and the fix.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bus.config import ClientConfig
+from bus.config import ClientConfig, known_settings, number_setting, whole_number_setting
 from protocol.fields import IDENTIFIER
 
 ScanMode = Literal["passive", "active"]
@@ -145,7 +144,7 @@ class StationSettings:
                              "(see hardware/settings.py for every setting)")
         raw = _table(config.extra["gateway"], f"{config_path}: gateway", "[gateway] with settings under it")
         where = f"{config_path}: [gateway]"
-        _known(raw, _KEYS, where)
+        known_settings(raw, _KEYS, where)
         if "zone_id" not in raw:
             raise ValueError(f"{where} has no zone_id; add zone_id = \"<room>\", the zone_id of the room this "
                              "station is in (as in the content pack)")
@@ -164,9 +163,9 @@ class StationSettings:
                                "the site's 10-byte Eddystone namespace as 20 hex digits")
         uuid = _uuid(raw.get("tag_ibeacon_uuid"), "tag_ibeacon_uuid", where)
         tag_power = _power(raw.get("tag_measured_power"), "tag_measured_power", where)
-        exponent = _number(raw, "path_loss_exponent", cls.path_loss_exponent, (1.5, 4.0), where,
+        exponent = number_setting(raw, "path_loss_exponent", cls.path_loss_exponent, (1.5, 4.0), where,
                            "a number (2 in free space, up to 4 in a crowded room)")
-        silence = _number(raw, "silence_s", cls.silence_s, (10.0, 3600.0), where, "seconds")
+        silence = number_setting(raw, "silence_s", cls.silence_s, (10.0, 3600.0), where, "seconds")
 
         artworks = _artworks(raw.get("artworks", []), zone_id, where)
         if artworks and namespace is None and uuid is None:
@@ -195,10 +194,10 @@ def _artworks(value: Any, station_zone: str, where: str) -> tuple[ArtworkWatch, 
             raise ValueError(f"{place} has no id; add id = \"<artwork_id>\", as in the content pack")
         artwork_id = _identifier(raw["id"], "id", place, "the artwork_id of the work, as in the content pack")
         place = f"{place} ({artwork_id})"
-        _known(raw, _ARTWORK_KEYS, place)
+        known_settings(raw, _ARTWORK_KEYS, place)
         zone = _identifier(raw.get("zone_id", station_zone), "zone_id", place, "the zone_id of the work's room")
-        enter = _number(raw, "enter_m", ArtworkWatch.enter_m, (0.2, 20.0), place, "metres")
-        leave = _number(raw, "leave_m", max(ArtworkWatch.leave_m, enter + 0.5), (0.3, 30.0), place, "metres")
+        enter = number_setting(raw, "enter_m", ArtworkWatch.enter_m, (0.2, 20.0), place, "metres")
+        leave = number_setting(raw, "leave_m", max(ArtworkWatch.leave_m, enter + 0.5), (0.3, 30.0), place, "metres")
         if leave <= enter:
             raise ValueError(f"{place} leave_m ({leave:g}) must be more than enter_m ({enter:g}), or visits "
                              "flap at the boundary; make it at least 0.5 m more")
@@ -220,7 +219,7 @@ def _beacons(value: Any, tag_namespace: bytes | None, tag_uuid: bytes | None, wh
                              "(lowercase letters, digits and '-')")
         beacon_id = _identifier(raw["id"], "id", place, "the beacon's name (lowercase letters, digits and '-')")
         place = f"{place} ({beacon_id})"
-        _known(raw, _BEACON_KEYS, place)
+        known_settings(raw, _BEACON_KEYS, place)
         if ("eddystone" in raw) == ("ibeacon" in raw):
             raise ValueError(f"{place} needs exactly one of eddystone = \"<namespace>:<instance>\" or "
                              "ibeacon = \"<uuid>:<major>:<minor>\"; give the identity the beacon broadcasts")
@@ -251,19 +250,20 @@ def _beacons(value: Any, tag_namespace: bytes | None, tag_uuid: bytes | None, wh
 def _proximity(value: Any, where: str) -> ProximitySettings:
     raw = _table(value, f"{where} proximity", "[gateway.proximity] with settings under it")
     place = where.removesuffix(" [gateway]") + " [gateway.proximity]"
-    _known(raw, ("leave_after_s", "min_dwell_s", "max_tags"), place)
+    known_settings(raw, ("leave_after_s", "min_dwell_s", "max_tags"), place)
     return ProximitySettings(
-        leave_after_s=_number(raw, "leave_after_s", ProximitySettings.leave_after_s, (3.0, 600.0), place, "seconds"),
-        min_dwell_s=_number(raw, "min_dwell_s", ProximitySettings.min_dwell_s, (0.0, 120.0), place, "seconds"),
+        leave_after_s=number_setting(raw, "leave_after_s", ProximitySettings.leave_after_s, (3.0, 600.0), place,
+                                     "seconds"),
+        min_dwell_s=number_setting(raw, "min_dwell_s", ProximitySettings.min_dwell_s, (0.0, 120.0), place, "seconds"),
         max_tags=_integer(raw, "max_tags", ProximitySettings.max_tags, (10, 50_000), place))
 
 
 def _occupancy(value: Any, where: str) -> OccupancySettings:
     raw = _table(value, f"{where} occupancy", "[gateway.occupancy] with settings under it")
     place = where.removesuffix(" [gateway]") + " [gateway.occupancy]"
-    _known(raw, ("window_s", "min_rssi", "max_devices"), place)
+    known_settings(raw, ("window_s", "min_rssi", "max_devices"), place)
     return OccupancySettings(
-        window_s=_number(raw, "window_s", OccupancySettings.window_s, (10.0, 3600.0), place, "seconds"),
+        window_s=number_setting(raw, "window_s", OccupancySettings.window_s, (10.0, 3600.0), place, "seconds"),
         min_rssi=_integer(raw, "min_rssi", OccupancySettings.min_rssi, (-110, -30), place, "dBm"),
         # The event's count is at most 100 000; beyond that no room in a museum is plausible either.
         max_devices=_integer(raw, "max_devices", OccupancySettings.max_devices, (10, 100_000), place))
@@ -272,22 +272,22 @@ def _occupancy(value: Any, where: str) -> OccupancySettings:
 def _health(value: Any, where: str) -> HealthSettings:
     raw = _table(value, f"{where} health", "[gateway.health] with settings under it")
     place = where.removesuffix(" [gateway]") + " [gateway.health]"
-    _known(raw, ("report_every_s", "low_battery_mv", "not_heard_s"), place)
+    known_settings(raw, ("report_every_s", "low_battery_mv", "not_heard_s"), place)
     return HealthSettings(
-        report_every_s=_number(raw, "report_every_s", HealthSettings.report_every_s, (60.0, 86_400.0), place,
+        report_every_s=number_setting(raw, "report_every_s", HealthSettings.report_every_s, (60.0, 86_400.0), place,
                                "seconds"),
         low_battery_mv=_integer(raw, "low_battery_mv", HealthSettings.low_battery_mv, (1000, 5000), place,
                                 "millivolts"),
-        not_heard_s=_number(raw, "not_heard_s", HealthSettings.not_heard_s, (60.0, 7 * 86_400.0), place,
+        not_heard_s=number_setting(raw, "not_heard_s", HealthSettings.not_heard_s, (60.0, 7 * 86_400.0), place,
                             "seconds"))
 
 
 def _sightings(value: Any, where: str) -> SightingsSettings:
     raw = _table(value, f"{where} sightings", "[gateway.sightings] with settings under it")
     place = where.removesuffix(" [gateway]") + " [gateway.sightings]"
-    _known(raw, ("interval_s", "peer_ttl_s"), place)
-    interval = _number(raw, "interval_s", SightingsSettings.interval_s, (0.2, 30.0), place, "seconds")
-    ttl = _number(raw, "peer_ttl_s", max(SightingsSettings.peer_ttl_s, 3 * interval), (1.0, 120.0), place,
+    known_settings(raw, ("interval_s", "peer_ttl_s"), place)
+    interval = number_setting(raw, "interval_s", SightingsSettings.interval_s, (0.2, 30.0), place, "seconds")
+    ttl = number_setting(raw, "peer_ttl_s", max(SightingsSettings.peer_ttl_s, 3 * interval), (1.0, 120.0), place,
                   "seconds")
     if ttl < 2 * interval:
         # A peer's view must outlive at least one missed message, or rooms flip whenever one is lost.
@@ -312,12 +312,6 @@ def _list(value: Any, name: str, where: str, shape: str, limit: int) -> list[Any
     return value
 
 
-def _known(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise ValueError(f"{where} has unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(keys)}")
-
-
 def _identifier(value: Any, name: str, where: str, meaning: str) -> str:
     if not isinstance(value, str) or IDENTIFIER.match(value) is None:
         raise ValueError(f"{where} {name} must be {meaning} (lowercase letters, digits and '-', at most 63), "
@@ -325,25 +319,10 @@ def _identifier(value: Any, name: str, where: str, meaning: str) -> str:
     return value
 
 
-def _number(raw: dict[str, Any], name: str, default: float, bounds: tuple[float, float], where: str,
-            unit: str) -> float:
-    value = raw.get(name, default)
-    low, high = bounds
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-            or not low <= value <= high):
-        raise ValueError(f"{where} {name} must be {unit} from {low:g} to {high:g}, got {value!r}; "
-                         "correct the setting")
-    return float(value)
-
-
 def _integer(raw: dict[str, Any], name: str, default: int, bounds: tuple[int, int], where: str,
              unit: str = "a whole number") -> int:
-    value = raw.get(name, default)
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        shown = f"a whole number of {unit}" if unit != "a whole number" else unit
-        raise ValueError(f"{where} {name} must be {shown} from {low} to {high}, got {value!r}; correct the setting")
-    return value
+    shown = f"a whole number of {unit}" if unit != "a whole number" else unit
+    return whole_number_setting(raw, name, default, bounds, where, shown)
 
 
 def _power(value: Any, name: str, where: str) -> int | None:

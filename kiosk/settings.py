@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bus.config import ClientConfig
+from bus.config import ClientConfig, number_setting, settings_table
 from protocol.fields import IDENTIFIER, LANGUAGE
 
 IDLE_TIMEOUT_RANGE = (15.0, 3600.0)
@@ -59,15 +59,8 @@ class KioskSettings:
     def from_config(cls, config: ClientConfig, config_path: Path) -> KioskSettings:
         """The `[kiosk]` table of `config` (read from `config_path`); ValueError, one line, for a bad value."""
         config_path = Path(config_path)
-        raw = config.extra.get("kiosk", {})
+        raw = settings_table(config, config_path, "kiosk", _KEYS)
         where = f"{config_path}: [kiosk]"
-        if not isinstance(raw, dict):
-            raise ValueError(f"{config_path}: kiosk must be a table ([kiosk] with settings under it); "
-                             "correct the file")
-        unknown = sorted(set(raw) - set(_KEYS))
-        if unknown:
-            raise ValueError(f"{where} has unknown setting(s) {', '.join(unknown)}; the settings are "
-                             f"{', '.join(_KEYS)}")
         here = config_path.parent.resolve()
 
         def folder(name: str, default: Path) -> Path:
@@ -93,8 +86,8 @@ class KioskSettings:
             raise ValueError(f"{where} companion_base_url {problem}, got {url!r}; set it to the companion "
                              "service's address, like https://visit.example.org")
 
-        idle = _number(raw, "idle_timeout_s", cls.idle_timeout_s, IDLE_TIMEOUT_RANGE, where)
-        countdown = _number(raw, "countdown_s", cls.countdown_s, COUNTDOWN_RANGE, where)
+        idle = number_setting(raw, "idle_timeout_s", cls.idle_timeout_s, IDLE_TIMEOUT_RANGE, where)
+        countdown = number_setting(raw, "countdown_s", cls.countdown_s, COUNTDOWN_RANGE, where)
 
         language = raw.get("default_language", cls.default_language)
         if not isinstance(language, str) or LANGUAGE.match(language) is None:
@@ -152,15 +145,6 @@ def _camera_problem(camera: Any) -> str | None:
         return "must name the device file after v4l2:, like v4l2:/dev/video0"
     # Whether the device exists is not checked here: a camera plugged in later is picked up by the scanner.
     return None
-
-
-def _number(raw: dict[str, Any], name: str, default: float, bounds: tuple[float, float], where: str) -> float:
-    value = raw.get(name, default)
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"{where} {name} must be a number of seconds from {low:g} to {high:g}, got {value!r}; "
-                         "correct the setting")
-    return float(value)
 
 
 __all__ = ["COUNTDOWN_RANGE", "IDLE_TIMEOUT_RANGE", "NO_CAMERA", "KioskSettings"]
