@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from content.model import Artwork, Museum
 from demo.simulation import TAG_POOL, room_walk, tag_id_of
 from hardware.advert import EDDYSTONE_SERVICE_UUID, Advert
-from hardware.gallery import ADV_DELAY_S, DEFAULT_NAMESPACE, PHONE_POWER_1M, TAG_TX_0M, _address, _phone_payload
+from hardware.gallery import ADV_DELAY_S, DEFAULT_NAMESPACE, PHONE_POWER_1M, TAG_TX_0M, phone_payload, random_address
 
 DEMO_TAG_NAMESPACE = DEFAULT_NAMESPACE
 """The Eddystone namespace of the demo's visitor tags ("MUSEUM-TAG" in ASCII), in every demo station's table."""
@@ -256,15 +256,15 @@ class RoomRadio:
 
     def _senders(self, visitor: RoomVisitor) -> list[_Sender]:
         rng = random.Random(f"{self.seed}:visitor:{visitor.number}")
-        manufacturer, service, uuids = _phone_payload(visitor.phone_model, rng)
+        manufacturer, service, uuids = phone_payload(visitor.phone_model, rng)
         senders = [_Sender(visitor, rng, random.Random(f"{self.seed}:visitor:{visitor.number}:phone"),
-                           rng.uniform(*PHONE_INTERVAL_S), _address(rng, 0b01), rng.uniform(*PHONE_POWER_1M),
+                           rng.uniform(*PHONE_INTERVAL_S), random_address(rng, 0b01), rng.uniform(*PHONE_POWER_1M),
                            manufacturer, service, uuids)]
         if visitor.tag_number is not None:
             uid = (bytes((0x00,)) + TAG_TX_0M.to_bytes(1, "big", signed=True) + self.tag_namespace
                    + visitor.tag_number.to_bytes(6, "big") + bytes(2))
             # A tag is one physical device: the same static address whoever carries it.
-            address = _address(random.Random(f"tag:{visitor.tag_number}"), 0b11)
+            address = random_address(random.Random(f"tag:{visitor.tag_number}"), 0b11)
             senders.append(_Sender(visitor, rng, random.Random(f"{self.seed}:visitor:{visitor.number}:tag"),
                                    TAG_INTERVAL_S, address, float(TAG_POWER_1M), (),
                                    ((EDDYSTONE_SERVICE_UUID, uid),), (EDDYSTONE_SERVICE_UUID,)))

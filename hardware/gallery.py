@@ -240,7 +240,7 @@ def _ticks(rng: random.Random, interval: float, start: float, end: float) -> Ite
 
 # --- who is there -----------------------------------------------------------------------------------------------
 
-def _address(rng: random.Random, top_bits: int) -> str:
+def random_address(rng: random.Random, top_bits: int) -> str:
     """A random address whose two most significant bits are `top_bits` (0b11 static random, 0b01 resolvable
     private: the kinds tags and phones use)."""
     first = (top_bits << 6) | rng.getrandbits(6)
@@ -311,7 +311,7 @@ def _senders(seed: int, *, tags: int, phones: int, beacons: int, duration_s: flo
 
 
 def _tag(rng: random.Random, number: int, walker: Walker, namespace: bytes, ibeacon_uuid: bytes) -> _Sender:
-    address = _address(rng, 0b11)
+    address = random_address(rng, 0b11)
     noise = rng.gauss(0.0, CALIBRATION_SD_DB)
     manufacturer: tuple[tuple[int, bytes], ...] = ()
     service: tuple[tuple[str, bytes], ...] = ()
@@ -340,7 +340,7 @@ _PHONE_MODELS = (("iphone", 45), ("watch", 10), ("airpods", 5), ("findmy", 5), (
 """Kinds of phone-like device and their weights."""
 
 
-def _phone_payload(model: str, rng: random.Random) -> tuple[tuple[tuple[int, bytes], ...],
+def phone_payload(model: str, rng: random.Random) -> tuple[tuple[tuple[int, bytes], ...],
                                                              tuple[tuple[str, bytes], ...], tuple[str, ...]]:
     """What a phone of this model advertises until its address changes (then it draws new bytes)."""
     if model in ("iphone", "watch"):
@@ -373,13 +373,13 @@ def _phone(rng: random.Random, index: int, walker: Walker) -> _Sender:
 
     def emissions(sent: random.Random, start: float, end: float) -> Iterator[_Emission]:
         rotates = start + phase
-        address = _address(sent, 0b01)
-        manufacturer, service, uuids = _phone_payload(model, sent)
+        address = random_address(sent, 0b01)
+        manufacturer, service, uuids = phone_payload(model, sent)
         for at in _ticks(sent, interval, max(start, walker.arrive), min(end, walker.leave)):
             while at >= rotates:
                 rotates += period
-                address = _address(sent, 0b01)
-                manufacturer, service, uuids = _phone_payload(model, sent)
+                address = random_address(sent, 0b01)
+                manufacturer, service, uuids = phone_payload(model, sent)
             yield at, address, manufacturer, service, uuids
 
     return _Sender(Device("phone", f"phone-{index:04d}-{model}", None), rng.uniform(*PHONE_POWER_1M),
@@ -415,7 +415,7 @@ def _beacon(rng: random.Random, index: int, namespace: bytes, start: float, end:
 
 
 def _odd(rng: random.Random, index: int) -> _Sender:
-    address = _address(rng, 0b11)
+    address = random_address(rng, 0b11)
     spot = (rng.uniform(1.0, 34.0), rng.uniform(1.0, 11.0))
 
     def emissions(sent: random.Random, start: float, end: float) -> Iterator[_Emission]:
