@@ -217,6 +217,8 @@ class DeviceClient:
             self._link.wake()
 
     def _send_latest(self, link: MqttLink) -> None:
+        if not self._latest:  # every worker turn of every device passes here: no lock when there is nothing
+            return  # (one set just now woke the link, so the next turn sends it)
         with self._latest_lock:
             if not self._latest:
                 return

@@ -1,17 +1,12 @@
-"""Who a beacon frame is: one of the site's visitor tags, one of its museum beacons, or neither; and the text of
-the QR code printed on a tag.
+"""Who a beacon frame is: one of the site's visitor tags, one of its museum beacons, or neither.
 
 A tag advertises Eddystone-UID under the site's namespace (id `t-` + the 6-byte instance in hex) or iBeacon under
-the site's UUID (id `t-` + major and minor as 4 hex digits each), so the two forms never collide. Its QR code
-reads `MUSEUM-TAG:<site_id>:<tag_id>`, e.g. `MUSEUM-TAG:demo:t-00000000002a`.
-
-`tag_qr_text` and `parse_tag_qr` are pure and use only `re` (the QR reader imports them); the module's one other
-import, `hardware.beacons`, is pure standard-library code too.
+the site's UUID (id `t-` + major and minor as 4 hex digits each), so the two forms never collide. The text of the
+QR code printed on a tag is `qr.codes.tag_qr_text`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from hardware.beacons import EddystoneUID, Frame, IBeacon
@@ -19,10 +14,6 @@ from hardware.beacons import EddystoneUID, Frame, IBeacon
 if TYPE_CHECKING:
     from hardware.settings import MuseumBeacon, StationSettings
 
-TAG_QR_PREFIX = "MUSEUM-TAG:"
-TAG_ID = re.compile(r"^t-(?:[0-9a-f]{8}|[0-9a-f]{12})\Z")
-_SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")  # protocol.fields.IDENTIFIER, kept local: no imports here
-_MAX_QR_TEXT = 200
 
 
 def tag_id_for(frame: Frame, settings: StationSettings) -> str | None:
@@ -68,30 +59,4 @@ class Identities:
         return None
 
 
-def tag_qr_text(site_id: str, tag_id: str) -> str:
-    """The text of the QR code printed on a tag."""
-    if _SITE_ID.match(site_id) is None or TAG_ID.match(tag_id) is None:
-        raise ValueError(f"not a site id and tag id: {site_id!r}, {tag_id!r}")
-    return f"{TAG_QR_PREFIX}{site_id}:{tag_id}"
-
-
-def parse_tag_qr(text: str) -> tuple[str, str] | None:
-    """(site_id, tag_id) from a tag's QR text, or None if it is not one.
-
-    Upper case is accepted and lowered: a QR encoder may upper-case everything to use the compact alphanumeric
-    mode, and ids are lower case by definition, so nothing is lost."""
-    if not isinstance(text, str) or len(text) > _MAX_QR_TEXT:
-        return None
-    text = text.strip()
-    if text[:len(TAG_QR_PREFIX)].upper() != TAG_QR_PREFIX:
-        return None
-    parts = text[len(TAG_QR_PREFIX):].lower().split(":")
-    if len(parts) != 2:
-        return None
-    site_id, tag_id = parts
-    if _SITE_ID.match(site_id) is None or TAG_ID.match(tag_id) is None:
-        return None
-    return site_id, tag_id
-
-
-__all__ = ["TAG_ID", "TAG_QR_PREFIX", "Identities", "parse_tag_qr", "tag_id_for", "tag_qr_text"]
+__all__ = ["Identities", "tag_id_for"]

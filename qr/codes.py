@@ -6,8 +6,7 @@ Pure: no I/O, time is always given.
   protocol.ids.VISIT_ID. The token is the visit's capability: it is turned into `visit_id_for(token)` at once,
   and nothing here prints it.
 - A **tag QR** is `MUSEUM-TAG:<site_id>:<tag_id>` (`site_id` an identifier; `tag_id` "t-" and 12 or 8 hex
-  digits, e.g. `MUSEUM-TAG:demo:t-00000000002a`). hardware.tags reads the same format: qr/ may not import
-  hardware, so each side has its parser, and tests/test_qr_codes.py checks that the two agree.
+  digits, e.g. `MUSEUM-TAG:demo:t-00000000002a`; `tag_qr_text` writes it, `parse_tag_text` reads it).
 - Anything else, and a tag of another site, is a **foreign code**: counted, shown in logs cut to 80 characters.
 """
 
@@ -69,10 +68,17 @@ def shown(text: str) -> str:
     return escaped[:MAX_SHOWN - 1] + "…"
 
 
+def tag_qr_text(site_id: str, tag_id: str) -> str:
+    """The text of the QR code printed on a tag."""
+    if IDENTIFIER.match(site_id) is None or TAG_ID.match(tag_id) is None:
+        raise ValueError(f"not a site id and tag id: {site_id!r}, {tag_id!r}")
+    return f"{TAG_PREFIX}{site_id}:{tag_id}"
+
+
 def parse_tag_text(text: str) -> tuple[str, str] | None:
-    """(site_id, tag_id) from a tag QR's text, or None when it is not one. The same rules as
-    hardware.tags.parse_tag_qr: surrounding spaces ignored, upper case accepted and lowered (an encoder may
-    upper-case everything for QR's compact alphanumeric mode; ids are lower case by definition)."""
+    """(site_id, tag_id) from a tag QR's text, or None when it is not one: surrounding spaces ignored, upper case
+    accepted and lowered (an encoder may upper-case everything for QR's compact alphanumeric mode; ids are lower
+    case by definition)."""
     if len(text) > MAX_TAG_TEXT:
         return None
     text = text.strip()
@@ -204,5 +210,19 @@ def _alone(pending: _Pending) -> Outcome:
     return Return(pending.value, pending.at)
 
 
-__all__ = ["MAX_SHOWN", "TAG_PREFIX", "Code", "EntrancePairing", "ForeignCode", "Link", "Outcome", "Return",
-           "TagCode", "VisitCode", "classify", "parse_tag_text", "shown"]
+__all__ = [
+    "MAX_SHOWN",
+    "TAG_PREFIX",
+    "Code",
+    "EntrancePairing",
+    "ForeignCode",
+    "Link",
+    "Outcome",
+    "Return",
+    "TagCode",
+    "VisitCode",
+    "classify",
+    "parse_tag_text",
+    "shown",
+    "tag_qr_text",
+]

@@ -3,13 +3,14 @@ directory of a rootless conftest.py)."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from broker.processes import free_port, free_ports
 
-__all__ = ["assert_not_blank", "free_port", "free_ports", "wait_until"]
+__all__ = ["UiQueue", "assert_not_blank", "free_port", "free_ports", "wait_until"]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -39,3 +40,22 @@ def assert_not_blank(path: Path, *, size: tuple[int, int] | None = (1280, 800), 
     assert len(colours) >= min_colours, f"{path.name}: only {len(colours)} colours: a blank frame?"
     biggest = max(count for count, _ in colours)
     assert biggest < max_share * pixels, f"{path.name}: one colour covers {biggest} pixels"
+
+
+class UiQueue:
+    """`ui_call` for a kiosk without Kivy: the test thread is the UI thread and runs what is queued."""
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def __call__(self, function: Callable[[], None]) -> None:
+        self.calls.put(function)
+
+    def pump(self) -> bool:
+        """Run everything queued; False, so that `wait_until(lambda: ui.pump() or condition)` reads well."""
+        while True:
+            try:
+                function = self.calls.get_nowait()
+            except queue.Empty:
+                return False
+            function()

@@ -6,7 +6,6 @@ banner on screen and `visit.linked` in a real outbox, with the visit token nowhe
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from harness import device_config
 from PIL import Image
-from support import assert_not_blank, wait_until
+from support import UiQueue, assert_not_blank, wait_until
 from test_kiosk_controller import BASE, Kiosk
 
 from broker.site import Site
@@ -510,23 +509,6 @@ def test_a_visit_qr_shown_to_the_camera_links_the_visit_on_screen(harness: Any, 
 
 
 # --- the runtime starts and stops the scanner -----------------------------------------------------------------
-
-class UiQueue:
-    """`ui_call` for a kiosk without Kivy: the test thread is the UI thread and runs what is queued."""
-
-    def __init__(self) -> None:
-        self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-
-    def __call__(self, function: Callable[[], None]) -> None:
-        self.calls.put(function)
-
-    def pump(self) -> bool:
-        while True:
-            try:
-                self.calls.get_nowait()()
-            except queue.Empty:
-                return False
-
 
 def kiosk_runtime(site: Site, tmp_path: Path, packs: Path | None = None, table: str = "",
                   **kwargs: Any) -> tuple[KioskRuntime, UiQueue, list[Event]]:

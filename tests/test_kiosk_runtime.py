@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import queue
 import shutil
 import sqlite3
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from harness import HubThread, device_config, devices
-from support import wait_until
+from support import UiQueue, wait_until
 from test_content import _flip_byte, png_bytes
 from test_content_publish import build, sha256
 
@@ -41,25 +40,6 @@ from protocol.messages import ContentAnnouncement
 
 DEVICE = "kiosk-01"
 WAIT_S = 60
-
-
-class UiQueue:
-    """`ui_call` for a kiosk without Kivy: the test thread is the UI thread and runs what is queued."""
-
-    def __init__(self) -> None:
-        self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-
-    def __call__(self, function: Callable[[], None]) -> None:
-        self.calls.put(function)
-
-    def pump(self) -> bool:
-        """Run everything queued; False, so that `wait_until(lambda: ui.pump() or condition)` reads well."""
-        while True:
-            try:
-                function = self.calls.get_nowait()
-            except queue.Empty:
-                return False
-            function()
 
 
 class Kiosk:

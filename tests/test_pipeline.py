@@ -20,9 +20,10 @@ from hardware.advert import APPLE_COMPANY_ID, EDDYSTONE_SERVICE_UUID, Advert
 from hardware.beacons import EddystoneUID, IBeacon
 from hardware.pipeline import StationPipeline
 from hardware.settings import StationSettings
-from hardware.tags import parse_tag_qr, tag_id_for, tag_qr_text
+from hardware.tags import tag_id_for
 from protocol.codec import decode_event, encode_event, encode_sightings
 from protocol.messages import Sightings
+from qr.codes import parse_tag_text, tag_qr_text
 
 T0 = 1_700_000_000.0
 TAG_NS = "6d757365756d2d746167"
@@ -178,9 +179,9 @@ def test_tag_ids_and_museum_beacons_from_frames():
 def test_tag_qr_text_round_trips():
     text = tag_qr_text("demo", "t-00000000002a")
     assert text == "MUSEUM-TAG:demo:t-00000000002a"
-    assert parse_tag_qr(text) == ("demo", "t-00000000002a")
-    assert parse_tag_qr(" MUSEUM-TAG:DEMO:T-00000000002A\n") == ("demo", "t-00000000002a")  # alphanumeric QR mode
-    assert parse_tag_qr(tag_qr_text("site-2", "t-beef0001")) == ("site-2", "t-beef0001")
+    assert parse_tag_text(text) == ("demo", "t-00000000002a")
+    assert parse_tag_text(" MUSEUM-TAG:DEMO:T-00000000002A\n") == ("demo", "t-00000000002a")  # alphanumeric QR mode
+    assert parse_tag_text(tag_qr_text("site-2", "t-beef0001")) == ("site-2", "t-beef0001")
     with pytest.raises(ValueError):
         tag_qr_text("demo", "00000000002a")
 
@@ -192,7 +193,7 @@ def test_tag_qr_text_round_trips():
     "MUSEUM-TAG:demo:t-00000000002a" + " " * 300, "MUSEUM-TAG:dé:t-00000000002a",
 ])
 def test_tag_qr_parse_refuses_anything_else(text):
-    assert parse_tag_qr(text) is None
+    assert parse_tag_text(text) is None
 
 
 # --- any input ----------------------------------------------------------------------------------------------
