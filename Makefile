@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := hub,kiosk,gateway,qr,dev
+EXTRAS := hub,kiosk,gateway,qr,api,dev
 DEMO_ARGS ?=
 
 .PHONY: demo test system-packages venv lint bench docs clean
@@ -20,6 +20,7 @@ test: venv
 	$(PY) -m bench.kiosk
 	$(PY) -m bench.ble
 	$(PY) -m bench.qr
+	$(PY) -m bench.companion
 	$(PY) -m pytest -q
 
 bench: venv
@@ -27,6 +28,7 @@ bench: venv
 	$(PY) -m bench.kiosk
 	$(PY) -m bench.ble
 	$(PY) -m bench.qr
+	$(PY) -m bench.companion
 
 docs: venv
 	$(PY) -m museum docs events

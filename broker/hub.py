@@ -271,6 +271,8 @@ class Hub:
         self.stored_total = self.store.count_events()
         self.quarantined_total = self.store.count_quarantined()
         self.quarantine_not_stored = sum(self.store.quarantine_not_stored().values())
+        self.refused_erased = 0
+        """Events of erased visits (a device's outbox still held them): acknowledged, not stored."""
         self.storage_error: str | None = None
         """Why the last commit failed (disk full, I/O error), until one succeeds again: in the stats file."""
         self.storage_failures = 0
@@ -318,6 +320,7 @@ class Hub:
             log.warning("hub: storing again after: %s", self.storage_error)
             self.storage_error = None
         self.stored_total += result.inserted
+        self.refused_erased += result.refused_erased
         self.quarantined_total += result.quarantine_stored
         self.quarantine_not_stored += result.quarantine_not_stored
         self.rounds += 1
@@ -567,6 +570,7 @@ class Hub:
                    "stored_total": self.stored_total, "events_per_s": round(rate, 1),
                    "quarantined_total": self.quarantined_total, "devices_online": online,
                    "quarantine_not_stored": self.quarantine_not_stored, "storage_error": self.storage_error,
+                   "refused_erased": self.refused_erased,
                    "screenshots_saved": self.screenshots_saved, "screenshots_refused": self.screenshots_refused,
                    "screenshots_failed": self.screenshots_failed,
                    "devices": [{key: row[key] for key in ("device_id", "kind", "state", "last_seen")}

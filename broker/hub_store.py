@@ -16,6 +16,13 @@ What each table keeps and why (also in docs/hub.md):
 - `devices`: one row per device seen: kind, software version, online/offline, last seen.
 - `tag_links`: which visit each lent visitor tag belongs to now (`broker.tag_links`): the only place a tag and a
   visit meet; stored events carry no tag.
+- `erased_visits`: the tombstones of visits their visitor asked to forget (`broker.sync_store` applies them): the
+  visit's events are deleted and every later one is refused (counted, not stored), whichever way it comes.
+- `sync_targets`, `sync_horizon`, `late_events`: the upstream sync's cursors (`broker.sync_store`). The sync reads
+  events in `event_id` order up to its horizon; an event stored at or below the horizon after the sync raised it
+  (a device's outbox drained after an outage) gets a row in `late_events` in the same transaction
+  (`late_candidates`, `record_late`), so the sync sends it all the same. No index for the sync: live events are
+  above the horizon, and the hub's only extra work per commit is reading the horizon's row.
 
 Retention (`purge`, run hourly by the hub): events are deleted `events_days` (default 90) after they occurred
 or after the hub received them, whichever comes first (see `purge`), quarantine rows `quarantine_days` (default
@@ -26,6 +33,7 @@ is returned, or `tag_link_max_hours` (default 12) after it was lent (`purge_tag_
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -140,7 +148,86 @@ def _v4(db: sqlite_utils.Database) -> None:
         ) WITHOUT ROWID""")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    # The upstream sync's tables (`broker.sync_store`). No index on events: the sync reads them by the primary key,
+    # in event_id order up to its horizon, and the hub pays only a read of `sync_horizon` per commit (an index on
+    # received_at wrote one more page per commit: 3.2 → 4.6 KB per event, past the storage-wear target).
+    # seq orders the tombstones for forwarding them to each sync target (`sync_targets.tombstones_sent`).
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS erased_visits (
+            visit_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL UNIQUE,
+            erased_at TEXT NOT NULL
+        ) WITHOUT ROWID""")
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS sync_targets (
+            name TEXT PRIMARY KEY,
+            after_event_id TEXT NOT NULL DEFAULT '',
+            after_late_seq INTEGER NOT NULL DEFAULT 0,
+            tombstones_sent INTEGER NOT NULL DEFAULT 0,
+            events_after INTEGER NOT NULL DEFAULT 0,
+            erasures_after INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT
+        ) WITHOUT ROWID""")
+    # One row once a sync has run: no event at or below it is read by the sync's main range any more.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS sync_horizon (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            event_id TEXT NOT NULL
+        )""")
+    # AUTOINCREMENT: a seq is never given twice, even after the purge deleted the newest rows, since the targets'
+    # `after_late_seq` cursors count on it. Its extra write happens only with a late row, which is rare.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS late_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL
+        )""")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+
+def round_guards(conn: sqlite3.Connection) -> tuple[str | None, bool]:
+    """(the sync's horizon, or None while no sync has run; whether any visit is erased at all), for a commit that
+    stores events: one statement over two one-row lookups. While no visit is erased (the usual case), nothing else
+    needs checking for erasures."""
+    horizon, erased = conn.execute("SELECT (SELECT event_id FROM sync_horizon WHERE id = 1), "
+                                   "EXISTS (SELECT 1 FROM erased_visits)").fetchone()
+    return horizon, bool(erased)
+
+
+def late_candidates(conn: sqlite3.Connection, horizon: str | None, event_ids: Iterable[str]) -> list[str]:
+    """The ids at or below the sync's `horizon` that are not stored yet: those of this commit that may become
+    late rows. Call it inside the write transaction, before inserting. Nothing is read when there is no horizon or
+    no id is at or below it: live events are newer than the horizon (it trails the clock by minutes)."""
+    if horizon is None:
+        return []
+    below = list(dict.fromkeys(event_id for event_id in event_ids if event_id <= horizon))
+    if not below:
+        return []
+    return [row[0] for row in conn.execute(
+        "SELECT value FROM json_each(?) WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = value)",
+        (json.dumps(below),))]
+
+
+def record_late(conn: sqlite3.Connection, candidates: Sequence[str]) -> int:
+    """After inserting, in the same transaction: a `late_events` row for each of `late_candidates` stored now
+    (one the commit refused, of an erased visit, gets none). Returns how many rows."""
+    if not candidates:
+        return 0
+    return conn.execute("INSERT INTO late_events (event_id) SELECT value FROM json_each(?) "
+                        "WHERE EXISTS (SELECT 1 FROM events WHERE event_id = value)",
+                        (json.dumps(list(candidates)),)).rowcount
+
+
+def erased_among(conn: sqlite3.Connection, visit_ids: Iterable[str | None]) -> set[str]:
+    """Which of these visits are erased (have a tombstone). One statement whatever their number (the visits go
+    as one JSON array), so SQLite prepares it once per connection."""
+    wanted = {visit for visit in visit_ids if visit is not None}
+    if not wanted:
+        return set()
+    return {row[0] for row in conn.execute(
+        "SELECT value FROM json_each(?) WHERE value IN (SELECT visit_id FROM erased_visits)",
+        (json.dumps(list(wanted)),))}
 
 
 def _conflict_entry(record: EventRecord) -> QuarantineEntry:
@@ -221,6 +308,8 @@ class CommitResult:
     `event_id_conflict` in the same transaction, and never to be acknowledged as committed."""
     quarantine_stored: int
     quarantine_not_stored: int
+    refused_erased: int = 0
+    """Events of erased visits (`erased_visits`): not stored, yet acknowledged, so the device forgets them."""
 
 
 class HubStore:
@@ -271,27 +360,46 @@ class HubStore:
 
         `events` carry no visitor tag; `tagged` are the records that do (`tag_links.carries_tag`), in the order
         received: each is stored with its tag resolved to a visit and removed, and the tag links change with
-        them, in this same transaction (`tag_links.store_tagged`)."""
+        them, in this same transaction (`tag_links.store_tagged`).
+
+        An event of an erased visit is not stored, only counted (`CommitResult.refused_erased`). An event stored
+        now at or below the sync's horizon also gets a `late_events` row (`late_candidates`), so that the sync,
+        whose reading has passed its id, still sends it."""
         when = format_instant(received_at)
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            inserted = 0
+            inserted = refused = 0
             conflicts: list[EventRecord] = []
+            erased: set[str] = set()
+            late: list[str] = []
+            if events or tagged:
+                horizon, any_erased = round_guards(conn)
+                if any_erased:
+                    erased = erased_among(conn, itertools.chain((record.visit_id for record in events),
+                                                                (record.visit_id for record in tagged)))
+                if erased:
+                    kept = [record for record in events if record.visit_id not in erased]
+                    refused, events = len(events) - len(kept), kept
+                late = late_candidates(conn, horizon, itertools.chain((record.event_id for record in events),
+                                                                      (record.event_id for record in tagged)))
             if events:
                 cursor = conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                           [(*record, when) for record in events])
                 inserted = cursor.rowcount
             if tagged:
-                tags = tag_links.store_tagged(conn, tagged, when)
+                tags = tag_links.store_tagged(conn, tagged, when, erased)
                 inserted += tags.inserted
+                refused += tags.refused_erased
                 events = [*events, *tags.stored]
+            record_late(conn, late)
             if inserted < len(events):  # resends, the common reason, or another device's id
                 conflicts = self._conflicts(events)
             if conflicts:
                 quarantined = [*quarantined, *(_conflict_entry(record) for record in conflicts)]
             usage, stored_bytes, not_stored = self._quarantine(conn, quarantined, when)
-            pages = 1 + len(events) // ROWS_PER_PAGE + stored_bytes // PAGE_BYTES + bool(tagged)
+            # A late row writes its table's page and the AUTOINCREMENT counter's.
+            pages = 1 + len(events) // ROWS_PER_PAGE + stored_bytes // PAGE_BYTES + bool(tagged) + 2 * bool(late)
             for seen in devices:
                 pages += 1
                 since = format_instant(seen.state_since) if seen.state_since else None
@@ -316,7 +424,7 @@ class HubStore:
         stored = sum(u.rows for u in usage.values()) - sum(u.rows for u in self._usage.values())
         self._usage = usage
         self._checkpointer.wrote(pages)
-        return CommitResult(inserted, conflicts, stored, not_stored)
+        return CommitResult(inserted, conflicts, stored, not_stored, refused)
 
     def _rollback(self) -> None:
         # A failed statement can end the transaction itself (SQLITE_FULL, SQLITE_IOERR, a failed COMMIT): then a
@@ -532,10 +640,12 @@ class RecentActivity:
 
 # --- reading beside the running hub ---------------------------------------------------------------------------
 
-def open_reader(path: Path) -> sqlite3.Connection:
+def open_reader(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """A read-only connection to the hub's database, for a process beside the running hub (WAL lets it read
-    while the hub writes). sqlite3.Error if there is no database there."""
-    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    while the hub writes). sqlite3.Error if there is no database there. `check_same_thread=False`: for a
+    connection made in one thread and used in another (never in two at once)."""
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=check_same_thread)
     conn.execute("PRAGMA query_only=ON")
     return conn
 

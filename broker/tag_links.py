@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
 from protocol.canonical import EventRecord
@@ -59,10 +59,13 @@ class TaggedResult:
     """How many of the records were new (the others were resends, or another device's event id)."""
     stored: list[EventRecord]
     """The records as stored (visit resolved, tag removed), in the order given: for conflict checks, whose
-    quarantine copy then carries no tag either."""
+    quarantine copy then carries no tag either. Without those refused as of an erased visit."""
+    refused_erased: int = 0
+    """Records of an erased visit: not stored, and their tag's link unchanged."""
 
 
-def store_tagged(conn: sqlite3.Connection, records: Sequence[EventRecord], received_at: str) -> TaggedResult:
+def store_tagged(conn: sqlite3.Connection, records: Sequence[EventRecord], received_at: str,
+                 erased: Set[str] = frozenset()) -> TaggedResult:
     """Resolve, store and apply each tagged record in order, inside the caller's transaction.
 
     - `visit.linked`: stored as is without its tag; the tag is now lent to the event's visit, since its
@@ -70,8 +73,12 @@ def store_tagged(conn: sqlite3.Connection, records: Sequence[EventRecord], recei
     - `proximity.entered` / `proximity.left`: `visit_id` is the tag's visit if it was lent at `occurred_at` or
       before, else null (a tag lent to no visit, or an event older than the lending: the figures still count it).
     - `tag.returned`: `visit_id` likewise; the link is deleted when it applied.
+
+    A record whose visit is in `erased` (the erased ones among the records' own visits) is refused: a lending to
+    an erased visit makes no link. A link never points to an erased visit (the erasure deleted its links in the
+    transaction that made the tombstone), so a resolved visit needs no look-up of its own.
     """
-    inserted = 0
+    inserted = refused = 0
     stored: list[EventRecord] = []
     for record in records:
         tag, bare = without_tag(record)
@@ -81,6 +88,9 @@ def store_tagged(conn: sqlite3.Connection, records: Sequence[EventRecord], recei
             row = conn.execute("SELECT visit_id, since FROM tag_links WHERE tag_id = ?", (tag,)).fetchone()
             visit = row[0] if row is not None and row[1] <= bare.occurred_at else None
             bare = bare._replace(visit_id=visit)
+        if visit is not None and visit in erased:
+            refused += 1
+            continue
         stored.append(bare)
         if not conn.execute(_INSERT_EVENT, (*bare, received_at)).rowcount:
             continue  # stored before (or another device's id): its link change was made then, if ever
@@ -89,7 +99,7 @@ def store_tagged(conn: sqlite3.Connection, records: Sequence[EventRecord], recei
             conn.execute(_UPSERT_LINK, (tag, visit, bare.occurred_at))
         elif bare.type == RETURNED and visit is not None:
             conn.execute("DELETE FROM tag_links WHERE tag_id = ?", (tag,))
-    return TaggedResult(inserted, stored)
+    return TaggedResult(inserted, stored, refused)
 
 
 def purge(conn: sqlite3.Connection, cutoff: str) -> int:

@@ -6,23 +6,33 @@ A museum file is one UTF-8 JSON object; `content/sample_museum/museum.json` is t
      "name": {"fr": …, "en": …}, "languages": ["fr", "en"],
      "rooms": [{"zone_id": "impressionnisme", "name": {"fr": …, "en": …}, "capacity": 60}, …],
      "artworks": [{"artwork_id": "monet-impression-sunrise", "zone_id": "impressionnisme",
-                   "artist": "Claude Monet", "year": "1872", "title": {"fr": …, "en": …},
+                   "artist": "Claude Monet", "year": "1872",
+                   "period": {"fr": "Impressionnisme", "en": "Impressionism"},
+                   "technique": {"fr": "Huile sur toile", "en": "Oil on canvas"}, "title": {"fr": …, "en": …},
                    "text": {"fr": …, "en": …}, "accessibility": {"lsf_video": true}, "popularity": 8,
                    "media": {"image": {"file": "media/monet.png", "alt": {"fr": …, "en": …}},
                              "audio": {"fr": "media/monet.fr.ogg"},
-                             "lsf": {"video": "media/monet-lsf.mp4", "captions": "media/monet-lsf.vtt"}}}, …]}
+                             "lsf": {"video": "media/monet-lsf.mp4", "captions": "media/monet-lsf.vtt"}}}, …],
+     "take_home": {"events": [{"event_id": "nocturne-decembre", "title": {…}, "text": {…},
+                               "starts_on": "2026-12-11", "ends_on": "2026-12-11"}, …],
+                   "suggestions": [{"suggestion_id": "lumiere-de-vermeer", "title": {…}, "text": {…},
+                                    "artwork_ids": ["vermeer-milkmaid"], "zone_id": "siecle-d-or"}, …]}}
 
-`media` and each of its parts are optional. This module checks the JSON only; whether the media files exist and
-are what they claim is `content.source`'s job. Curators edit these files by hand, so loading checks everything
-and the ValueError names the exact place of the first problem (`artworks[3] (vermeer-milkmaid): text has no 'en'
-version`) rather than failing later on a kiosk.
+`media`, `period`, `technique` and each part of `media` are optional; so is `take_home`, the content staff write
+for the take-home page of a visit (upcoming events; suggestions to see next), and each of its two lists, and an
+event's `ends_on` and a suggestion's `artwork_ids` and `zone_id`. This module checks the JSON only; whether the
+media files exist and are what they claim is `content.source`'s job. Curators edit these files by hand, so loading
+checks everything and the ValueError names the exact place of the first problem (`artworks[3] (vermeer-milkmaid):
+text has no 'en' version`) rather than failing later on a kiosk.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +44,20 @@ MEDIA_DIR = "media"
 """Every media path is relative to the content folder and lies under this folder (the pack keeps the layout)."""
 
 _MUSEUM_KEYS = ("site_id", "name", "languages", "rooms", "artworks", "pack_id", "pack_version")
+_OPTIONAL_MUSEUM_KEYS = ("take_home",)
 _ROOM_KEYS = ("zone_id", "name", "capacity")
 _ARTWORK_KEYS = ("artwork_id", "zone_id", "artist", "year", "title", "text", "accessibility", "popularity")
-_OPTIONAL_ARTWORK_KEYS = ("media",)
+_OPTIONAL_ARTWORK_KEYS = ("period", "technique", "media")
 _ACCESSIBILITY_KEYS = ("lsf_video",)
 _MEDIA_KEYS = ("image", "audio", "lsf")
 _IMAGE_KEYS = ("file", "alt")
 _LSF_KEYS = ("video", "captions")
+_TAKE_HOME_KEYS = ("events", "suggestions")
+_EVENT_KEYS = ("event_id", "title", "text", "starts_on")
+_OPTIONAL_EVENT_KEYS = ("ends_on",)
+_SUGGESTION_KEYS = ("suggestion_id", "title", "text")
+_OPTIONAL_SUGGESTION_KEYS = ("artwork_ids", "zone_id")
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,45 @@ class Artwork:
     popularity: int
     """Relative interest, 1 (rarely looked at) to 10 (the work people come for); drives the simulator."""
     media: Media = field(default_factory=Media)
+    period: Localized | None = None
+    """The movement or period the work belongs to ("Impressionnisme"); works sharing one share this value."""
+    technique: Localized | None = None
+    """Medium and support ("Huile sur toile"); works sharing one share this value."""
+
+
+@dataclass(frozen=True)
+class MuseumEvent:
+    """An upcoming event staff announce on take-home pages (a late opening, a talk, an exhibition)."""
+
+    event_id: str
+    title: Localized
+    text: Localized
+    starts_on: date
+    ends_on: date | None = None
+    """The last day, included; None: a one-day event."""
+
+    @property
+    def last_day(self) -> date:
+        return self.starts_on if self.ends_on is None else self.ends_on
+
+
+@dataclass(frozen=True)
+class StaffSuggestion:
+    """Something staff suggest seeing next, optionally about some works or a room."""
+
+    suggestion_id: str
+    title: Localized
+    text: Localized
+    artwork_ids: tuple[str, ...] = ()
+    zone_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TakeHomeContent:
+    """What staff write for the take-home page of a visit, shipped in the content pack."""
+
+    events: tuple[MuseumEvent, ...] = ()
+    suggestions: tuple[StaffSuggestion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +203,7 @@ class Museum:
     languages: tuple[str, ...]
     rooms: tuple[Room, ...]
     artworks: tuple[Artwork, ...]
+    take_home: TakeHomeContent = field(default_factory=TakeHomeContent)
 
     def room(self, zone_id: str) -> Room:
         for room in self.rooms:
@@ -181,7 +238,7 @@ def load_museum(path: str | Path, *, min_rooms: int = 1, min_artworks: int = 1) 
 
 def parse_museum(data: Any, *, min_rooms: int = 1, min_artworks: int = 1) -> Museum:
     """Validate an already parsed museum object (see the module docstring for the format)."""
-    top = _object(data, "the museum file", _MUSEUM_KEYS)
+    top = _object(data, "the museum file", _MUSEUM_KEYS, _OPTIONAL_MUSEUM_KEYS)
     site_id = _identifier(top["site_id"], "site_id")
     pack_id = _identifier(top["pack_id"], "pack_id")
     pack_version = top["pack_version"]
@@ -202,12 +259,14 @@ def parse_museum(data: Any, *, min_rooms: int = 1, min_artworks: int = 1) -> Mus
     _unique((artwork.artwork_id for artwork in artworks), "artworks", "artwork_id")
     if len(artworks) < min_artworks:
         raise ValueError(f"artworks: {len(artworks)} artwork(s), at least {min_artworks} required")
-    return Museum(site_id, pack_id, pack_version, name, languages, rooms, artworks)
+    take_home = (_take_home(top["take_home"], languages, zone_ids, {artwork.artwork_id for artwork in artworks})
+                 if "take_home" in top else TakeHomeContent())
+    return Museum(site_id, pack_id, pack_version, name, languages, rooms, artworks, take_home)
 
 
 def museum_to_dict(museum: Museum) -> dict[str, Any]:
     """The file form of a museum: `parse_museum(museum_to_dict(m)) == m`."""
-    return {
+    result: dict[str, Any] = {
         "site_id": museum.site_id,
         "pack_id": museum.pack_id,
         "pack_version": museum.pack_version,
@@ -217,16 +276,53 @@ def museum_to_dict(museum: Museum) -> dict[str, Any]:
                   for room in museum.rooms],
         "artworks": [_artwork_to_dict(a) for a in museum.artworks],
     }
+    take_home = _take_home_to_dict(museum.take_home)
+    if take_home:
+        result["take_home"] = take_home
+    return result
 
 
 def _artwork_to_dict(artwork: Artwork) -> dict[str, Any]:
     result: dict[str, Any] = {
         "artwork_id": artwork.artwork_id, "zone_id": artwork.zone_id, "artist": artwork.artist,
-        "year": artwork.year, "title": artwork.title.as_dict(), "text": artwork.text.as_dict(),
-        "accessibility": {"lsf_video": artwork.lsf_video}, "popularity": artwork.popularity}
+        "year": artwork.year}
+    if artwork.period is not None:
+        result["period"] = artwork.period.as_dict()
+    if artwork.technique is not None:
+        result["technique"] = artwork.technique.as_dict()
+    result.update({
+        "title": artwork.title.as_dict(), "text": artwork.text.as_dict(),
+        "accessibility": {"lsf_video": artwork.lsf_video}, "popularity": artwork.popularity})
     media = artwork.media.as_dict()
     if media:
         result["media"] = media
+    return result
+
+
+def _take_home_to_dict(take_home: TakeHomeContent) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if take_home.events:
+        result["events"] = [_event_to_dict(event) for event in take_home.events]
+    if take_home.suggestions:
+        result["suggestions"] = [_suggestion_to_dict(suggestion) for suggestion in take_home.suggestions]
+    return result
+
+
+def _event_to_dict(event: MuseumEvent) -> dict[str, Any]:
+    result: dict[str, Any] = {"event_id": event.event_id, "title": event.title.as_dict(),
+                              "text": event.text.as_dict(), "starts_on": event.starts_on.isoformat()}
+    if event.ends_on is not None:
+        result["ends_on"] = event.ends_on.isoformat()
+    return result
+
+
+def _suggestion_to_dict(suggestion: StaffSuggestion) -> dict[str, Any]:
+    result: dict[str, Any] = {"suggestion_id": suggestion.suggestion_id, "title": suggestion.title.as_dict(),
+                              "text": suggestion.text.as_dict()}
+    if suggestion.artwork_ids:
+        result["artwork_ids"] = list(suggestion.artwork_ids)
+    if suggestion.zone_id is not None:
+        result["zone_id"] = suggestion.zone_id
     return result
 
 
@@ -360,6 +456,8 @@ def _artwork(value: Any, where: str, languages: tuple[str, ...], zone_ids: set[s
         lsf_video=lsf_video,
         popularity=popularity,
         media=_media(obj["media"], f"{where}: media", languages) if "media" in obj else Media(),
+        period=_localized(obj["period"], f"{where}: period", languages) if "period" in obj else None,
+        technique=_localized(obj["technique"], f"{where}: technique", languages) if "technique" in obj else None,
     )
 
 
@@ -381,6 +479,62 @@ def _media(value: Any, where: str, languages: tuple[str, ...]) -> Media:
         lsf = LsfVideo(_media_path(lsf_obj["video"], f"{where}.lsf.video"),
                        _media_path(lsf_obj["captions"], f"{where}.lsf.captions"))
     return Media(image, audio, lsf)
+
+
+def _take_home(value: Any, languages: tuple[str, ...], zone_ids: set[str],
+               artwork_ids: set[str]) -> TakeHomeContent:
+    obj = _object(value, "take_home", (), _TAKE_HOME_KEYS)
+    events = tuple(_event(item, f"take_home.events[{i}]", languages)
+                   for i, item in enumerate(_list(obj.get("events", []), "take_home.events")))
+    _unique((event.event_id for event in events), "take_home.events", "event_id")
+    suggestions = tuple(_suggestion(item, f"take_home.suggestions[{i}]", languages, zone_ids, artwork_ids)
+                        for i, item in enumerate(_list(obj.get("suggestions", []), "take_home.suggestions")))
+    _unique((suggestion.suggestion_id for suggestion in suggestions), "take_home.suggestions", "suggestion_id")
+    return TakeHomeContent(events, suggestions)
+
+
+def _event(value: Any, where: str, languages: tuple[str, ...]) -> MuseumEvent:
+    obj = _object(value, where, _EVENT_KEYS, _OPTIONAL_EVENT_KEYS)
+    event_id = _identifier(obj["event_id"], f"{where}.event_id")
+    where = f"{where} ({event_id})"
+    starts_on = _day(obj["starts_on"], f"{where}: starts_on")
+    ends_on = _day(obj["ends_on"], f"{where}: ends_on") if "ends_on" in obj else None
+    if ends_on is not None and ends_on < starts_on:
+        raise ValueError(f"{where}: ends_on {ends_on.isoformat()} is before starts_on {starts_on.isoformat()}")
+    return MuseumEvent(event_id, _localized(obj["title"], f"{where}: title", languages),
+                       _localized(obj["text"], f"{where}: text", languages), starts_on, ends_on)
+
+
+def _suggestion(value: Any, where: str, languages: tuple[str, ...], zone_ids: set[str],
+                artwork_ids: set[str]) -> StaffSuggestion:
+    obj = _object(value, where, _SUGGESTION_KEYS, _OPTIONAL_SUGGESTION_KEYS)
+    suggestion_id = _identifier(obj["suggestion_id"], f"{where}.suggestion_id")
+    where = f"{where} ({suggestion_id})"
+    works: list[str] = []
+    for i, item in enumerate(_list(obj.get("artwork_ids", []), f"{where}: artwork_ids")):
+        work = _identifier(item, f"{where}: artwork_ids[{i}]")
+        if work not in artwork_ids:
+            raise ValueError(f"{where}: artwork_ids[{i}] {work!r} is not an artwork of this museum")
+        works.append(work)
+    _unique(works, f"{where}: artwork_ids", "artwork_id")
+    zone_id = None
+    if "zone_id" in obj:
+        zone_id = _identifier(obj["zone_id"], f"{where}: zone_id")
+        if zone_id not in zone_ids:
+            raise ValueError(f"{where}: zone_id {zone_id!r} is not a room of this museum "
+                             f"(rooms: {', '.join(sorted(zone_ids))})")
+    return StaffSuggestion(suggestion_id, _localized(obj["title"], f"{where}: title", languages),
+                           _localized(obj["text"], f"{where}: text", languages), tuple(works), zone_id)
+
+
+def _day(value: Any, where: str) -> date:
+    # date.fromisoformat alone would also take "20261211" and week dates: curators get one spelling.
+    if isinstance(value, str) and _DAY.match(value) is not None:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{where} must be a date written YYYY-MM-DD, got {_show(value)}")
 
 
 def _media_path(value: Any, where: str) -> str:

@@ -18,9 +18,11 @@ from content.sample import load_sample_museum
 from demo.launcher import DEFAULT_KIOSKS, DEFAULT_SEED, DEFAULT_SPEED, DemoError, plan_devices, run_demo
 from demo.simulated_device import (
     MAX_SPEED,
+    TAKE_HOME_KEPT,
     SimulatedKind,
     Simulation,
     StopFlag,
+    TakeHomeFile,
     check_config,
     run_device,
     run_station,
@@ -88,10 +90,23 @@ def _with_simulation_options(command: Command, speed_help: str) -> Command:
 
 @simulate.command("kiosk")
 @_simulation_options("Museum time runs this many times faster than real time.")
+@click.option("--take-home-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Demo only: append the take-home URL of each visit that collects a work to this file (the last "
+                   f"{TAKE_HOME_KEPT}, mode 0600), as a visitor keeping the QR code. Needs --companion-url.")
+@click.option("--companion-url", default=None, help="The companion service's base URL of those take-home URLs.")
 def simulate_kiosk(config_path: Path, zone_id: str, speed: float, seed: int, museum_path: Path | None,
-                   verbose: bool) -> None:
+                   verbose: bool, take_home_file: Path | None, companion_url: str | None) -> None:
     """A kiosk: visitors' sessions, one after the other."""
-    _simulate("kiosk", config_path, zone_id, speed, seed, museum_path, verbose, VISITORS_PER_HOUR)
+    if (take_home_file is None) != (companion_url is None):
+        raise click.UsageError("--take-home-file and --companion-url go together: give both or neither")
+    take_home = None
+    if take_home_file is not None and companion_url is not None:
+        try:
+            take_home = TakeHomeFile(take_home_file, companion_url)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--companion-url") from None
+    _simulate("kiosk", config_path, zone_id, speed, seed, museum_path, verbose, VISITORS_PER_HOUR,
+              take_home=take_home)
 
 
 @simulate.command("gateway")
@@ -107,7 +122,8 @@ def simulate_gateway(config_path: Path, zone_id: str, speed: float, seed: int, m
 
 
 def _simulate(kind: SimulatedKind, config_path: Path, zone_id: str, speed: float, seed: int,
-              museum_path: Path | None, verbose: bool, visitors_per_hour: float) -> None:
+              museum_path: Path | None, verbose: bool, visitors_per_hour: float, *,
+              take_home: TakeHomeFile | None = None) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Installed first, so a stop requested while the device is still starting is not lost.
@@ -126,7 +142,7 @@ def _simulate(kind: SimulatedKind, config_path: Path, zone_id: str, speed: float
     if settings is None:
         click.echo(f"{config.client_id}: simulated kiosk in {zone_id!r} of site {config.site_id!r}, "
                    f"museum time x{speed:g}, seed {seed}")
-        emitted = run_device(config, simulation, stop, on_event=on_event)
+        emitted = run_device(config, simulation, stop, on_event=on_event, take_home=take_home)
         click.echo(f"{config.client_id}: stopped ({stop.signal_name or 'end'}) after {emitted} simulated events")
         return
     watched = ", ".join(watch.artwork_id for watch in settings.artworks) or "no work"

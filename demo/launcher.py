@@ -1,22 +1,29 @@
 """`museum demo`: the whole museum on one machine, every part a real process talking MQTT to a real Mosquitto.
 
     museum demo
+    ├── museum companion run --config SITE/demo/companion/companion.toml --host 127.0.0.1 --port <port>
+    │                                                     → the phones' pages, http://127.0.0.1:<port>/
     ├── museum broker run --site SITE --no-advertise      → mosquitto -c SITE/mosquitto/mosquitto.conf
     ├── museum hub run --site SITE                        → SITE/hub/hub.sqlite, SITE/hub/stats.json
     ├── museum content serve --site SITE --bind 127.0.0.1 → https://127.0.0.1:<port>/packs/
+    ├── museum sync run --site SITE                       → the hub's events, anonymised, to that companion
     ├── museum kiosk run --config SITE/devices/kiosk-app.toml --windowed --screenshots …  (the real kiosk)
     ├── museum simulate kiosk --config SITE/devices/kiosk-01.toml --zone …      (one per simulated kiosk)
     └── museum simulate gateway --config SITE/devices/gateway-<room>.toml …     (one per room: a real BLE
                                                                                   station on a simulated radio)
 
 The site is set up the way staff would set one up, with `museum site init`, `museum device enroll`, `museum
-content build` and `museum content publish` run as commands, and the live figures come from the hub's stats
-file: the demo holds no broker or hub code and never opens the hub's database, so what it shows is what the
-platform does on its own.
+content build`, `museum content publish` and `museum companion enroll-site` run as commands, and the live figures
+come from the hub's stats file: the demo holds no broker or hub code and never opens the hub's database, so what
+it shows is what the platform does on its own.
+
+The simulated kiosks' visitors who collect a work "keep the QR code": their take-home URLs go to a small file
+(`TAKE_HOME_FILE`, demo.simulated_device.TakeHomeFile), and once the companion shows one of those visits the
+demo prints its URL, for a person to open in a browser.
 
 Every child runs in its own session, so a Ctrl-C on the terminal reaches only the demo, which then stops the
 museum in order: devices first, the real kiosk included (they say goodbye and hand over what they hold), then
-the hub and the pack server, then the broker.
+the sync, then the hub, the pack server and the companion service, then the broker.
 Children are also told by the kernel (PR_SET_PDEATHSIG) to stop if the demo dies without cleaning up.
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -34,6 +42,8 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +51,13 @@ from typing import IO
 
 from broker.processes import accepts, free_ports, runs_with_argument
 from broker.site import SiteLayout
+from broker.upstream_sync import SyncPaths, read_status
 from bus.config import ClientConfig
 from content.model import Museum
 from content.sample import SAMPLE_MUSEUM_PATH, load_sample_museum
 from demo.dashboard import LiveView, dashboard_lines, read_hub_figures
 from demo.radio import OCCUPANCY_WINDOW_S, demo_gateway_table
-from demo.simulated_device import StopFlag
+from demo.simulated_device import StopFlag, read_take_home_file
 from hardware.settings import StationSettings
 from kiosk.settings import KioskSettings
 
@@ -63,8 +74,20 @@ KIOSK_APP_READY_S = 60.0
 about a second; the margin is for a loaded machine rendering in software)."""
 KIOSK_APP_ID = "kiosk-app"
 KIOSK_SCREEN_EVERY_S = 5.0
-KIOSK_COMPANION_URL = "https://visit.example.org"
-"""The companion service comes in a later issue: the take-home QR codes point at this placeholder."""
+COMPANION_READY_S = 30.0
+SYNC_READY_S = 30.0
+SYNC_TARGET = "local"
+"""The companion on the site server, as the sync's configuration names it."""
+SYNC_INTERVAL_S = 2.0
+"""How often the sync polls its companion when nothing waits: short, so a take-home page fills as one watches
+(a site server's default is 10 s)."""
+SYNC_HORIZON_SLACK_S = 2.0
+"""How long after its creation an event may go up (a site server's default is 120 s, for devices that deliver
+late): the demo's devices are on this machine and deliver at once, and a take-home page should fill within
+seconds. An event that still comes later only costs the hub a "late" row."""
+TAKE_HOME_FILE = "take-home.txt"
+"""In the demo's folder: the take-home URLs the simulated visitors keep (the only place their tokens are)."""
+PROBE_TIMEOUT_S = 2.0
 SAMPLE_CONTENT_DIR = SAMPLE_MUSEUM_PATH.parent
 FIRST_FRAME_LINE = "first frame on screen"
 """What `museum kiosk run` logs once its window shows something (kiosk/cli.py)."""
@@ -74,6 +97,7 @@ APP_CRASHED_LINE = "kiosk app crashed"
 DEVICES_STOP_S = 8.0
 HUB_STOP_S = 6.0
 BROKER_STOP_S = 15.0
+SYNC_STOP_S = 6.0
 GOODBYES_S = 3.0
 """After the devices stop, how long to let the hub record their offline statuses before stopping it."""
 _PR_SET_PDEATHSIG = 1
@@ -112,10 +136,49 @@ def plan_devices(museum: Museum, kiosks: int, *, kiosk_app: bool = True) -> list
     return plan
 
 
-def kiosk_table(spec: DeviceSpec, state_dir: Path) -> dict[str, object]:
-    """The `[kiosk]` settings (kiosk/settings.py) of the demo's real kiosk: its room, the companion placeholder,
-    and its state (packs, Kivy's home) among the demo's own files rather than beside every device's file."""
-    return {"home_room": spec.zone_id, "companion_base_url": KIOSK_COMPANION_URL, "state_dir": str(state_dir)}
+def kiosk_table(spec: DeviceSpec, state_dir: Path, companion_url: str) -> dict[str, object]:
+    """The `[kiosk]` settings (kiosk/settings.py) of the demo's real kiosk: its room, the demo's companion
+    service (where its "My visit" QR codes lead), and its state (packs, Kivy's home) among the demo's own files
+    rather than beside every device's file."""
+    return {"home_room": spec.zone_id, "companion_base_url": companion_url, "state_dir": str(state_dir)}
+
+
+def companion_toml(base_url: str) -> str:
+    """The demo companion's configuration (companion_api/settings.py): its store and cache beside the file."""
+    return ("# The demo's companion service (docs/companion.md): the phones' pages, on this machine only.\n"
+            'store = "companion.sqlite"\n'
+            'data_dir = "data"\n'
+            f"base_url = {_toml_string(base_url)}\n")
+
+
+def sync_toml(companion_url: str, key_file: str) -> str:
+    """The site's sync configuration (broker/upstream_sync.py): one target, the demo's companion."""
+    return ("# museum sync: the demo's companion service on this machine (docs/demo.md).\n"
+            f"horizon_slack_s = {SYNC_HORIZON_SLACK_S}\n"
+            "[[targets]]\n"
+            f'name = "{SYNC_TARGET}"\n'
+            f"url = {_toml_string(companion_url)}\n"
+            f"key_file = {_toml_string(key_file)}\n"
+            f"interval_s = {SYNC_INTERVAL_S}\n"
+            "timeout_s = 10.0\n")
+
+
+def _toml_string(text: str) -> str:
+    # A TOML basic string is a JSON string for what the demo writes (ASCII paths and URLs).
+    return json.dumps(text)
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Straight to 127.0.0.1, whatever http_proxy the environment names."""
+
+
+def answers_ok(url: str, timeout: float = PROBE_TIMEOUT_S) -> bytes | None:
+    """The body of a 200 answer to a GET of `url`, or None (any other status, or no answer)."""
+    try:
+        with _DIRECT.open(url, timeout=timeout) as response:
+            return response.read(1 << 20) if response.status == 200 else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def start_problem(log_text: str, limit: int = 4) -> str:
@@ -166,7 +229,7 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 @dataclass
 class Child:
     name: str
-    role: str        # "broker", "hub", "packs" (the pack server) or "device"
+    role: str        # "broker", "hub", "packs" (the pack server), "companion", "sync" or "device"
     process: subprocess.Popen[bytes]
     log_path: Path
     dropped: bool = False
@@ -222,6 +285,9 @@ class Demo:
         self.killed: list[str] = []
         self.plain_port = 0
         self.content_port = 0
+        self.companion_port = 0
+        self.take_home_shown: tuple[str, str] | None = None
+        """(take-home URL, a work it collected) once printed."""
         self._stopped = False
 
     @property
@@ -258,6 +324,36 @@ class Demo:
         return self.work_dir / f"{device_id}-state"
 
     @property
+    def companion_dir(self) -> Path:
+        """The companion service's configuration, its SQLite store and its content cache."""
+        return self.work_dir / "companion"
+
+    @property
+    def companion_config(self) -> Path:
+        return self.companion_dir / "companion.toml"
+
+    @property
+    def companion_store(self) -> Path:
+        return self.companion_dir / "companion.sqlite"
+
+    @property
+    def companion_url(self) -> str:
+        return f"http://127.0.0.1:{self.companion_port}"
+
+    @property
+    def sync_paths(self) -> SyncPaths:
+        return SyncPaths(self.site)
+
+    @property
+    def sync_key_file(self) -> Path:
+        """Where the sync's configuration expects the site key of the demo's companion."""
+        return self.sync_paths.folder / f"{SYNC_TARGET}.key"
+
+    @property
+    def take_home_file(self) -> Path:
+        return self.work_dir / TAKE_HOME_FILE
+
+    @property
     def kiosk_apps(self) -> list[DeviceSpec]:
         return [spec for spec in self.devices if spec.app]
 
@@ -284,36 +380,76 @@ class Demo:
     # --- setting up -----------------------------------------------------------------------------------
 
     def _run_setup(self, *args: str) -> str:
+        return self._finish_setup(self._start_setup(*args))
+
+    def _start_setup(self, *args: str) -> subprocess.Popen[str]:
+        """A set-up command started, for `_finish_setup` to wait for (meanwhile, others can run)."""
         if self.stop.requested:
             raise DemoInterrupted(f"stopped by {self.stop.signal_name} while setting up")
         # Own session: a Ctrl-C now stops the demo between two steps, not a step half-way.
-        result = subprocess.run(museum_command(*args), capture_output=True, text=True, start_new_session=True,
-                                stdin=subprocess.DEVNULL, check=False)
-        if result.returncode != 0:
-            raise DemoError(f"`museum {' '.join(args)}` failed:\n{(result.stderr or result.stdout).strip()}")
-        return result.stdout
+        return subprocess.Popen(museum_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+
+    def _finish_setup(self, process: subprocess.Popen[str]) -> str:
+        """Its standard output once it has succeeded; DemoError with what it said if it failed."""
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            command = process.args if isinstance(process.args, list) else []  # [python, -m, museum, ...]
+            raise DemoError(f"`museum {' '.join(str(arg) for arg in command[3:])}` failed:\n"
+                            f"{(stderr or stdout).strip()}")
+        return stdout
 
     def set_up(self) -> None:
-        tls_port, plain_port, content_port = free_ports(3)
+        tls_port, plain_port, content_port, companion_port = free_ports(4)
         # --hostname 127.0.0.1: the packs' announced URLs name the broker's first host name, and a kiosk on this
         # machine must reach the pack server there (the site certificate names 127.0.0.1 too).
         self._run_setup("site", "init", str(self.site), "--site-id", SITE_ID, "--tls-port", str(tls_port),
                         "--bind", "127.0.0.1", "--plain-loopback-port", str(plain_port), "--content-port",
                         str(content_port), "--hostname", "127.0.0.1")
-        self.plain_port, self.content_port = plain_port, content_port
+        self.plain_port, self.content_port, self.companion_port = plain_port, content_port, companion_port
         self.work_dir.mkdir(mode=0o700, exist_ok=True)
-        for spec in self.devices:
-            self._run_setup("device", "enroll", spec.device_id, "--kind", spec.kind, "--site", str(self.site))
-            if not self.device_config(spec.device_id).is_file():
-                raise DemoError(f"`museum device enroll` wrote no {self.device_config(spec.device_id)}")
-            if spec.app:
-                self._add_kiosk_settings(spec)
-            elif spec.kind == "gateway":
-                self._add_gateway_settings(spec)
-        self._run_setup("content", "build", str(SAMPLE_CONTENT_DIR), str(self.pack_file))
+        # The companion's enrollment runs while the devices are enrolled: it needs nothing of theirs.
+        enrolling = self._enroll_at_companion()
+        try:
+            for spec in self.devices:
+                self._run_setup("device", "enroll", spec.device_id, "--kind", spec.kind, "--site", str(self.site))
+                if not self.device_config(spec.device_id).is_file():
+                    raise DemoError(f"`museum device enroll` wrote no {self.device_config(spec.device_id)}")
+                if spec.app:
+                    self._add_kiosk_settings(spec)
+                elif spec.kind == "gateway":
+                    self._add_gateway_settings(spec)
+            self._run_setup("content", "build", str(SAMPLE_CONTENT_DIR), str(self.pack_file))
+        except BaseException:
+            enrolling.kill()
+            enrolling.communicate()
+            raise
+        self._install_site_key(self._finish_setup(enrolling).strip())
         self.say(f"Site {SITE_ID!r} in {self.site}: broker on 127.0.0.1:{plain_port} (plain, loopback only) and "
                  f"127.0.0.1:{tls_port} (TLS); {len(self.devices)} devices enrolled; the sample content pack "
-                 f"built ({self.pack_file}).")
+                 f"built ({self.pack_file}); the site enrolled at the demo's companion service "
+                 f"({self.companion_config}), its key in {self.sync_key_file}.")
+
+    def _enroll_at_companion(self) -> subprocess.Popen[str]:
+        """The companion service's configuration written and `museum companion enroll-site` started, as an IT
+        team would set up a companion on the site server."""
+        self.companion_dir.mkdir(mode=0o700, exist_ok=True)
+        self.companion_config.write_text(companion_toml(self.companion_url), encoding="utf-8")
+        return self._start_setup("companion", "enroll-site", SITE_ID, "--config", str(self.companion_config))
+
+    def _install_site_key(self, key: str) -> None:
+        """The key enrollment printed, where the sync's configuration (written here too) expects it, 0600."""
+        if not key.startswith(f"{SITE_ID}.") or len(key.splitlines()) != 1:
+            raise DemoError(f"`museum companion enroll-site {SITE_ID}` printed no site key on its standard output")
+        try:
+            self.sync_paths.folder.mkdir(mode=0o700, exist_ok=True)
+            descriptor = os.open(self.sync_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                handle.write(key + "\n")
+            key_file = self.sync_key_file.relative_to(self.sync_paths.config_file.parent)
+            self.sync_paths.config_file.write_text(sync_toml(self.companion_url, str(key_file)), encoding="utf-8")
+        except OSError as error:
+            raise DemoError(f"cannot write the sync's configuration in {self.site}: {error}") from None
 
     def _add_kiosk_settings(self, spec: DeviceSpec) -> None:
         """Add the `[kiosk]` table to the real kiosk's file as staff would, keeping what enrollment wrote (on a
@@ -322,7 +458,8 @@ class Demo:
         try:
             config = ClientConfig.load(path)
             config = dataclasses.replace(config, extra={
-                **config.extra, "kiosk": kiosk_table(spec, self.kiosk_state_dir(spec.device_id))})
+                **config.extra, "kiosk": kiosk_table(spec, self.kiosk_state_dir(spec.device_id),
+                                                     self.companion_url)})
             KioskSettings.from_config(config, path)
             config.save(path)
         except (OSError, ValueError) as error:
@@ -376,6 +513,10 @@ class Demo:
 
     def start(self) -> None:
         site = str(self.site)
+        # The companion first: it needs nothing of the others, and is the slowest to start (its web framework).
+        companion = self._spawn("companion", "companion", [
+            "companion", "run", "--config", str(self.companion_config), "--host", "127.0.0.1", "--port",
+            str(self.companion_port)])
         broker = self._spawn("broker", "broker", ["broker", "run", "--site", site, "--no-advertise"])
         self._wait_for(broker, "accept connections", lambda: accepts("127.0.0.1", self.plain_port), BROKER_READY_S)
 
@@ -391,15 +532,18 @@ class Demo:
 
         self._wait_for(hub, "connect to the broker", hub_connected, HUB_READY_S)
         self._wait_for(packs, "accept connections", lambda: accepts("127.0.0.1", self.content_port), PACKS_READY_S)
+        self._wait_for(companion, "answer /healthz", lambda: answers_ok(f"{self.companion_url}/healthz") is not None,
+                       COMPANION_READY_S)
         self._run_setup("content", "publish", str(self.pack_file), "--site", site)
+        # After the publication: its first batch names the pack, which the companion then asks for.
+        sync = self._spawn("sync", "sync", ["sync", "run", "--site", site, "--no-progress", "-v"])
 
         # The real kiosk first: its window comes up while the simulated devices start.
         apps = [self._spawn(spec.device_id, "device", self._kiosk_app_args(spec)) for spec in self.kiosk_apps]
         for spec in self.devices:
             if not spec.app:
-                args = ["simulate", spec.kind, "--config", str(self.device_config(spec.device_id)),
-                        "--zone", spec.zone_id, "--speed", f"{self.speed:g}", "--seed", str(self.seed)]
-                self._spawn(spec.device_id, "device", args)
+                self._spawn(spec.device_id, "device", self._simulated_args(spec))
+        self._wait_for(sync, "send its first batch to the companion", self._synced_once, SYNC_READY_S)
         for app in apps:
             self._wait_for_kiosk_app(app)
         simulated = [spec for spec in self.devices if not spec.app]
@@ -409,7 +553,8 @@ class Demo:
         real = [app for app in apps if not app.dropped]
         missing = " (no real kiosk: see above)" if len(real) < len(apps) else ""
         real_text = f"{_count(len(real), 'real kiosk')}, " if real else ""
-        self.say(f"Running: broker, hub, pack server, {real_text}{_count(kiosks, 'simulated kiosk')} and "
+        self.say(f"Running: broker, hub, pack server, companion service, sync, {real_text}"
+                 f"{_count(kiosks, 'simulated kiosk')} and "
                  f"{_count(gateways, 'gateway')} in {_count(rooms, 'room')}{missing}, museum time x{self.speed:g}, "
                  f"seed {self.seed}. Ctrl-C stops.")
         if gateways:
@@ -418,6 +563,24 @@ class Demo:
                      f"{OCCUPANCY_WINDOW_S:g} s.")
         for app in real:
             self.say(self._kiosk_app_text(app))
+        self.say(f"The companion service serves visitors' phones at {self.companion_url}/ (on this machine only). "
+                 f"`museum sync run` sends it the hub's events, anonymised, every {SYNC_INTERVAL_S:g} s, with the "
+                 "content pack, and brings back what phones did there (a forgotten visit, a saved work)"
+                 + (". The real kiosk's \"My visit\" QR codes lead there." if real else ".")
+                 + " Once a simulated visit that collected a work reaches it, the demo shows its take-home page.")
+
+    def _synced_once(self) -> bool:
+        status = read_status(self.sync_paths.status_file).get(SYNC_TARGET)
+        if status is not None and status.stopped:
+            raise DemoError(f"the sync stopped: {status.stopped}")
+        return status is not None and status.last_success is not None
+
+    def _simulated_args(self, spec: DeviceSpec) -> list[str]:
+        args = ["simulate", spec.kind, "--config", str(self.device_config(spec.device_id)), "--zone", spec.zone_id,
+                "--speed", f"{self.speed:g}", "--seed", str(self.seed)]
+        if spec.kind == "kiosk":
+            args += ["--take-home-file", str(self.take_home_file), "--companion-url", self.companion_url]
+        return args
 
     def _kiosk_app_args(self, spec: DeviceSpec) -> list[str]:
         return ["kiosk", "run", "--config", str(self.device_config(spec.device_id)), "--windowed",
@@ -470,16 +633,25 @@ class Demo:
         started = time.monotonic()
         end = started + duration if duration is not None else None
         tick = started
+        shown = 0
         try:
             while True:
                 self._check_children()
+                if self.take_home_shown is None and self._find_take_home():
+                    if view.tty and shown:
+                        # The message takes the live block's place, which is drawn again below it.
+                        self.out.write(f"\x1b[{shown}F\x1b[J")
+                    view.finish()
+                    self.say(self._take_home_text())
                 now = time.monotonic()
                 # Asked every time: the terminal may have been resized. The last column stays free, where some
                 # terminals wrap a line that fills it.
                 columns, rows = shutil.get_terminal_size()
-                view.show(dashboard_lines(self.museum, read_hub_figures(self.stats_file), elapsed_s=now - started,
-                                          speed=self.speed, enrolled=enrolled, width=columns - 1,
-                                          height=rows if view.tty else None, real_kiosks=real_kiosks))
+                lines = dashboard_lines(self.museum, read_hub_figures(self.stats_file), elapsed_s=now - started,
+                                        speed=self.speed, enrolled=enrolled, width=columns - 1,
+                                        height=rows if view.tty else None, real_kiosks=real_kiosks)
+                view.show(lines)
+                shown = len(lines)
                 if end is not None and now >= end:
                     return
                 tick += 1.0
@@ -487,6 +659,33 @@ class Demo:
                     return
         finally:
             view.finish()
+
+    def _find_take_home(self) -> bool:
+        """Whether the companion now shows the oldest visit the simulated visitors kept (its take-home page
+        answers 200); it is then remembered in `take_home_shown`. The oldest: the likeliest to have been synced,
+        and one probe a second is far below the companion's rate limit."""
+        kept = read_take_home_file(self.take_home_file)
+        if not kept:
+            return False
+        url, artwork_id = kept[0]
+        if answers_ok(url) is None:
+            return False
+        self.take_home_shown = (url, artwork_id)
+        return True
+
+    def _take_home_text(self) -> str:
+        assert self.take_home_shown is not None
+        url, artwork_id = self.take_home_shown
+        try:
+            artwork = self.museum.artwork(artwork_id)
+            title = f"\"{artwork.title.get('en') or artwork.title.texts[0][1]}\""
+        except (KeyError, IndexError):
+            title = artwork_id
+        return (f"A simulated visitor's take-home page: {url}\n"
+                f"  (what their \"My visit\" QR code opens: the works they collected, opened and lingered at, from "
+                f"the companion service on this machine; its token is kept only in {self.take_home_file})\n"
+                f"The page the QR code next to {title} opens on a phone: "
+                f"{self.companion_url}/a/{SITE_ID}/{artwork_id}")
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -502,15 +701,18 @@ class Demo:
             return
         self._stopped = True
         by_role = {role: [c for c in self.children if c.role == role]
-                   for role in ("device", "hub", "packs", "broker")}
+                   for role in ("device", "sync", "hub", "packs", "companion", "broker")}
         if any(child.alive for child in self.children):
             real = " (the real kiosk too)" if any(c.alive for c in by_role["device"] if c.name in self._app_ids) \
                 else ""
-            self.say(f"Stopping the devices{real}, then the hub and the pack server, then the broker...")
+            self.say(f"Stopping the devices{real}, then the sync, then the hub, the pack server and the companion "
+                     "service, then the broker...")
         self.killed += stop_processes(by_role["device"], DEVICES_STOP_S)
         if any(child.alive for child in by_role["hub"]):
             self._let_hub_record_goodbyes()
-        self.killed += stop_processes(by_role["hub"] + by_role["packs"], HUB_STOP_S)
+        # The sync before the companion it talks to: its last exchange ends, rather than failing half-way.
+        self.killed += stop_processes(by_role["sync"], SYNC_STOP_S)
+        self.killed += stop_processes(by_role["hub"] + by_role["packs"] + by_role["companion"], HUB_STOP_S)
         self.killed += stop_processes(by_role["broker"], BROKER_STOP_S)
         self._stop_stray_broker()
         if self.killed:
@@ -606,9 +808,16 @@ def run_demo(*, duration: float | None, devices: Sequence[DeviceSpec], speed: fl
         demo.say("")
         demo.say(demo.summary())
     if demo.database.exists():
-        demo.say(f"Site: {site} (hub database {demo.database}, the processes' output in {demo.work_dir}).")
+        demo.say(f"Site: {site} (hub database {demo.database}, the companion's {demo.companion_store}, the "
+                 f"processes' output in {demo.work_dir}).")
         if demo.kiosk_screen.exists():
             demo.say(f"The real kiosk's last screen: {demo.kiosk_screen}")
+        if demo.take_home_shown is not None:
+            # The pages stopped with the demo, but the companion's store stays with the site.
+            command = museum_hint("companion", "run", "--config", str(demo.companion_config), "--port",
+                                  str(demo.companion_port))
+            demo.say(f"The take-home page shown above stopped with the demo; `{command}` serves it again, at the "
+                     "same address.")
         demo.say(f"Look again with `{museum_hint('hub', 'stats', '--site', str(site))}`"
                  + (f"; remove it with `{shlex.join(['rm', '-r', str(site.parent)])}`." if temporary else "."))
     elif temporary and site.parent.exists():

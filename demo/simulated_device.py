@@ -10,11 +10,18 @@
   device client) whose Bluetooth adapter is a `hardware.ble.FakeRadio` fed with the room's simulated adverts
   (demo.radio). A station measures real time, so its radio runs at real pace whatever the speed: `speed` instead
   multiplies how many visitors walk in per hour.
+
+For the demo, a simulated kiosk can also play a visitor who keeps the "My visit" QR code: the take-home URL of
+each visit that collected a work goes to a small file (`TakeHomeFile`), so that the demo can show a person one
+simulated visit's take-home page. A demo convenience only: a real kiosk writes a token nowhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import os
 import random
 import signal
 import time
@@ -29,10 +36,11 @@ from bus.config import ClientConfig
 from bus.device import DeviceClient
 from content.model import Museum
 from demo.radio import DEMO_TAG_NAMESPACE, RoomRadio, RoomVisitor, demo_gateway_table
-from demo.simulation import VISITORS_PER_HOUR, kiosk_events
+from demo.simulation import VISITORS_PER_HOUR, Visitor, kiosk_events
 from hardware.advert import Advert
 from hardware.settings import StationSettings
-from protocol.events import Event
+from kiosk.take_home import take_home_url
+from protocol.events import ArtworkCollected, Event
 from protocol.ids import new_event_id, utc_now
 
 if TYPE_CHECKING:
@@ -49,6 +57,11 @@ beyond, the oldest are dropped, as a real radio misses what nobody listens to.""
 RADIO_LATE_S = 2.0
 """An advert this much later than its time is skipped rather than handed over (see feed_radio)."""
 _STOP_CHECK_S = 0.2
+TAKE_HOME_KEPT = 20
+"""Take-home URLs the simulated visitors keep in the demo's file: the latest ones only."""
+_RECENT_VISITORS = 8
+
+log = logging.getLogger(__name__)
 
 
 # --- pacing (pure: no clock of its own) --------------------------------------------------------------------
@@ -118,6 +131,70 @@ class StopFlag:
         return self.requested
 
 
+# --- the visitors who keep their QR code (demo only) --------------------------------------------------------
+
+class TakeHomeFile:
+    """A file of the take-home URLs of the latest visits that collected a work, one line each: the URL, a space,
+    the first work collected. At most TAKE_HOME_KEPT lines, mode 0600; several simulated kiosks share it, each
+    rewriting it under an exclusive flock. It holds visit tokens: the demo's only copy of them."""
+
+    def __init__(self, path: Path, companion_base_url: str, *, keep: int = TAKE_HOME_KEPT) -> None:
+        take_home_url(companion_base_url, "A" * 22)  # ValueError now for a base URL that cannot make links
+        self.path = Path(path)
+        self.base = companion_base_url
+        self.keep = keep
+        self._tokens: dict[str, str] = {}
+        """visit_id → token of the latest sessions (only the current one matters: it is the one emitting)."""
+        self._kept: set[str] = set()
+        self._failed = False
+
+    def visitor(self, visitor: Visitor) -> None:
+        """A new session's visitor (`kiosk_events(on_visitor=…)`): remember its token until its visit collects."""
+        self._tokens[visitor.visit_id] = visitor.token
+        while len(self._tokens) > _RECENT_VISITORS:
+            del self._tokens[next(iter(self._tokens))]
+
+    def emitted(self, event: Event) -> None:
+        """An event the kiosk has emitted: the first collection of a visit writes its take-home URL."""
+        if not isinstance(event, ArtworkCollected) or event.visit_id is None or event.visit_id in self._kept:
+            return
+        token = self._tokens.get(event.visit_id)
+        if token is None:
+            return
+        self._kept.add(event.visit_id)
+        if len(self._kept) > _RECENT_VISITORS:
+            self._kept = {event.visit_id}
+        try:
+            self._append(f"{take_home_url(self.base, token)} {event.artwork_id}")
+        except OSError as error:
+            if not self._failed:  # said once: the simulation goes on without it
+                log.warning("cannot write the take-home URLs to %s: %s", self.path, error)
+            self._failed = True
+
+    def _append(self, line: str) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "r+", encoding="ascii") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            os.fchmod(handle.fileno(), 0o600)
+            lines = [*handle.read().splitlines(), line][-self.keep:]
+            handle.seek(0)
+            handle.truncate()
+            handle.write("".join(f"{text}\n" for text in lines))
+
+
+def read_take_home_file(path: Path, *, limit: int = TAKE_HOME_KEPT) -> list[tuple[str, str]]:
+    """(take-home URL, a work that visit collected) of the lines of a `TakeHomeFile`, oldest first; empty when
+    there is none yet. Malformed lines are skipped."""
+    try:
+        with path.open(encoding="ascii", errors="replace") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            text = handle.read(64 * 1024)
+    except FileNotFoundError:
+        return []
+    pairs = [tuple(line.split(" ")) for line in text.splitlines()[-limit:]]
+    return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2 and "/v/" in pair[0]]
+
+
 # --- the device ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -133,12 +210,13 @@ class Simulation:
         # Per device, so adding a kiosk to a demo does not change what the others do.
         return random.Random(f"{self.seed}:{device_id}")
 
-    def events(self, config: ClientConfig, start: datetime) -> Iterator[tuple[datetime, Event]]:
+    def events(self, config: ClientConfig, start: datetime,
+               on_visitor: Callable[[Visitor], None] | None = None) -> Iterator[tuple[datetime, Event]]:
         """A kiosk's planned events (a gateway's come from its station: see `run_station`)."""
         if self.kind != "kiosk":
             raise ValueError("a simulated gateway is a real station on a simulated radio: run it with run_station")
         return kiosk_events(self.rng(config.client_id), self.museum, config.site_id, config.client_id, self.zone_id,
-                            start)
+                            start, on_visitor=on_visitor)
 
     def radio(self, device_id: str, settings: StationSettings) -> RoomRadio:
         """The room's simulated adverts for a station with `settings`: beside the first work it watches in its
@@ -174,9 +252,10 @@ def station_settings(config: ClientConfig, config_path: Path, simulation: Simula
 
 
 def run_device(config: ClientConfig, simulation: Simulation, stop: StopFlag,
-               on_event: Callable[[Event], None] | None = None) -> int:
+               on_event: Callable[[Event], None] | None = None, *, take_home: TakeHomeFile | None = None) -> int:
     """Run a simulated kiosk until `stop` is requested; returns how many events were emitted. Emitted events the
-    hub has not yet acknowledged when the device stops stay in its outbox and go out on its next start."""
+    hub has not yet acknowledged when the device stops stay in its outbox and go out on its next start.
+    `take_home`: where its visitors who collected a work keep their take-home URL (the demo's)."""
     check_config(config, simulation)
     client = DeviceClient(config)
     client.start()
@@ -184,10 +263,13 @@ def run_device(config: ClientConfig, simulation: Simulation, stop: StopFlag,
     try:
         started = time.monotonic()
         sim_start = utc_now()
-        for event in paced(simulation.events(config, sim_start), sim_start, simulation.speed,
-                           elapsed=lambda: time.monotonic() - started, wait=stop.wait):
+        planned = simulation.events(config, sim_start, take_home.visitor if take_home is not None else None)
+        for event in paced(planned, sim_start, simulation.speed, elapsed=lambda: time.monotonic() - started,
+                           wait=stop.wait):
             client.emit(event)
             emitted += 1
+            if take_home is not None:
+                take_home.emitted(event)
             if on_event is not None:
                 on_event(event)
     finally:

@@ -6,10 +6,12 @@ given instant, so a seed and a start reproduce a run exactly. Times are whole mi
 
 The model, with the shares and timings set by the constants below:
 
-- A visitor has a visit token (128 bits drawn from the rng), a preferred language and sometimes an
-  accessibility need.
+- A visitor has a visit token (128 bits drawn from the rng, like `protocol.ids.new_visit_id`), a preferred
+  language and sometimes an accessibility need. As at a real kiosk, the token itself goes in no event: the events
+  carry its one-way derivation `protocol.ids.visit_id_for(token)` (`Visitor.visit_id`), and only the holder of the
+  token can open the visit's take-home page.
 - A kiosk session is one visitor at one kiosk. The kiosk holds the visitor's token for the whole session (it is
-  what its "take it home" QR code carries), so every event of the session names it. The visitor picks a
+  what its "take it home" QR code carries), so every event of the session names its derivation. The visitor picks a
   language on the attract screen, turns on what they need, opens 2–8 works (favouring popular ones, mostly in
   the kiosk's room, a tap every 5–90 s), collects some, sometimes switches language, sometimes scans the QR
   code, then ends the session or walks away and lets it time out. Half the time the QR code links the visit to a
@@ -31,7 +33,7 @@ import itertools
 import math
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,7 +52,7 @@ from protocol.events import (
     ProximityLeft,
     VisitLinked,
 )
-from protocol.ids import truncate_ms
+from protocol.ids import truncate_ms, visit_id_for
 
 # --- visitors ---
 LANGUAGE_WEIGHTS = {"fr": 0.6, "en": 0.4}
@@ -98,22 +100,34 @@ _Planned = tuple[int, int, int, type[Event], str | None, dict[str, Any]]
 
 @dataclass(frozen=True)
 class Visitor:
-    visit_id: str
+    token: str
+    """The visit's take-home token: what the kiosk's QR code carries, never an event field."""
     language: str
     accessibility: tuple[str, ...] = ()
 
+    @property
+    def visit_id(self) -> str:
+        """What the visit's events carry and every store keeps: the token's derivation."""
+        return visit_id_for(self.token)
 
-def random_visit_id(rng: random.Random) -> str:
+
+def random_token(rng: random.Random) -> str:
     """A visit token like `protocol.ids.new_visit_id` (128 bits, base64url, 22 characters), drawn from `rng`."""
     return base64.urlsafe_b64encode(rng.getrandbits(128).to_bytes(16, "big")).rstrip(b"=").decode("ascii")
 
 
+def random_visit_id(rng: random.Random) -> str:
+    """The stored visit_id of a new visitor: the derivation of a token drawn from `rng` (same draws as
+    `random_token`)."""
+    return visit_id_for(random_token(rng))
+
+
 def new_visitor(rng: random.Random, museum: Museum) -> Visitor:
     weights = [LANGUAGE_WEIGHTS.get(lang, OTHER_LANGUAGE_WEIGHT) for lang in museum.languages]
-    visit_id = random_visit_id(rng)
+    token = random_token(rng)
     language = rng.choices(museum.languages, weights)[0]
     needs = tuple(mode for mode, share in ACCESSIBILITY_NEEDS if rng.random() < share)
-    return Visitor(visit_id, language, needs)
+    return Visitor(token, language, needs)
 
 
 # --- kiosk ------------------------------------------------------------------------------------------------
@@ -131,23 +145,29 @@ def simulate_kiosk_session(rng: random.Random, museum: Museum, site_id: str, dev
 
 
 def kiosk_events(rng: random.Random, museum: Museum, site_id: str, device_id: str, zone_id: str,
-                 start: datetime, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Iterator[tuple[datetime, Event]]:
+                 start: datetime, *, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 on_visitor: Callable[[Visitor], None] | None = None) -> Iterator[tuple[datetime, Event]]:
     """A kiosk's events forever: sessions of successive visitors separated by idle spells on the attract screen.
 
     Yields (occurred_at, event) with occurred_at non-decreasing from `start`. Each session's events are built
-    when its first one is asked for.
+    when its first one is asked for; `on_visitor` is then given its visitor (the one place the token shows: the
+    events carry only its derivation).
     """
     origin = _clock_start(start)
     _check_zone(museum, zone_id)
     _positive_ms(idle_timeout_s, "idle_timeout_s")
-    return _kiosk_stream(rng, museum, site_id, device_id, zone_id, origin, idle_timeout_s)
+    return _kiosk_stream(rng, museum, site_id, device_id, zone_id, origin, idle_timeout_s, on_visitor)
 
 
 def _kiosk_stream(rng: random.Random, museum: Museum, site_id: str, device_id: str, zone_id: str,
-                  clock: datetime, idle_timeout_s: float) -> Iterator[tuple[datetime, Event]]:
+                  clock: datetime, idle_timeout_s: float,
+                  on_visitor: Callable[[Visitor], None] | None) -> Iterator[tuple[datetime, Event]]:
     while True:
         clock += timedelta(milliseconds=_lognormal_ms(rng, IDLE_GAP_MEDIAN_S, 1.0, IDLE_GAP_RANGE_S))
-        session = simulate_kiosk_session(rng, museum, site_id, device_id, zone_id, clock,
+        visitor = new_visitor(rng, museum)
+        if on_visitor is not None:
+            on_visitor(visitor)
+        session = simulate_kiosk_session(rng, museum, site_id, device_id, zone_id, clock, visitor=visitor,
                                          idle_timeout_s=idle_timeout_s)
         for event in session:
             yield event.occurred_at, event

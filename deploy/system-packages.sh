@@ -17,6 +17,10 @@ needed=(
   "file:/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so|/usr/lib/aarch64-linux-gnu/dri/swrast_dri.so:libgl1-mesa-dri"
   # The BLE station's tests run a pretend bluetoothd on a private D-Bus (a station itself uses the system's).
   "dbus-daemon:dbus-daemon"
+  # The companion's pages are checked in headless Chromium (with axe-core) by the tests.
+  "chromium:chromium"
+  # The take-home PDF is read back by pdftotext in its tests.
+  "pdftotext:poppler-utils"
 )
 
 missing=()

@@ -1,4 +1,4 @@
-"""Fetching one content pack over HTTPS from the site server: the only module that imports `requests`.
+"""Fetching one content pack over HTTPS from the site server (through `bus.https`).
 
 The download goes to `<dest>.part` and becomes `dest` only once its size and SHA-256 are those announced, so
 `dest` is always a whole pack or absent. A cut download resumes where it stopped (`Range` with `If-Range`, the
@@ -15,8 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from bus.https import HttpFailure, StreamReply, stream_get
 from content.pack import file_sha256
 
 CHUNK = 256 * 1024
@@ -67,26 +66,26 @@ def download(url: str, dest: str | Path, *, ca_file: str | Path, expected_size: 
         if etag:
             headers["If-Range"] = etag
     try:
-        with requests.get(url, headers=headers, stream=True, timeout=(timeout_s, timeout_s),
-                          verify=str(ca_file), allow_redirects=False) as response:
-            if response.status_code == 416:
+        with stream_get(url, headers, timeout_s, ca_file) as response:
+            if response.status == 416:
                 # Our part is at least as long as the file: only its hash can tell whether it is the pack.
                 return _finish(url, dest, expected_size, expected_sha256, resumed_from=have)
             start = _start_offset(url, response, have if headers else 0, expected_size)
             _write_body(url, response, part, start, expected_size, chunk)
-    except requests.exceptions.SSLError as error:
-        raise DownloadError(f"{url}: TLS verification against the site CA failed: {_short(error)}",
-                            retryable=False) from None
-    except requests.exceptions.RequestException as error:  # connect/read timeout, refused, cut connection
-        raise DownloadError(f"{url}: {type(error).__name__}: {_short(error)}", retryable=True) from None
+    except HttpFailure as failure:
+        if failure.kind == "tls":
+            raise DownloadError(f"{url}: TLS verification against the site CA failed: {failure.detail}",
+                                retryable=False) from None
+        # connect/read timeout, refused, cut connection
+        raise DownloadError(failure.reason, retryable=failure.retryable) from None
     except OSError as error:  # the kiosk's own disk
         raise DownloadError(f"{part}: cannot write: {error}", retryable=True) from None
     return _finish(url, dest, expected_size, expected_sha256, resumed_from=start)
 
 
-def _start_offset(url: str, response: requests.Response, asked_from: int, expected_size: int) -> int:
+def _start_offset(url: str, response: StreamReply, asked_from: int, expected_size: int) -> int:
     """Where this response's body goes in the part file, after checking it fits the announcement."""
-    status = response.status_code
+    status = response.status
     if status == 206 and asked_from:
         content_range = response.headers.get("Content-Range", "")
         if content_range != f"bytes {asked_from}-{expected_size - 1}/{expected_size}":
@@ -103,7 +102,7 @@ def _start_offset(url: str, response: requests.Response, asked_from: int, expect
     raise DownloadError(f"{url}: HTTP {status}", retryable=retryable)
 
 
-def _write_body(url: str, response: requests.Response, part: Path, start: int, expected_size: int,
+def _write_body(url: str, response: StreamReply, part: Path, start: int, expected_size: int,
                 chunk: int) -> None:
     etag = response.headers.get("ETag")
     if start == 0:
@@ -114,7 +113,7 @@ def _write_body(url: str, response: requests.Response, part: Path, start: int, e
     with open(part, "r+b" if start else "wb") as out:
         out.seek(start)
         out.truncate()
-        for data in response.iter_content(chunk_size=chunk):
+        for data in response.chunks(chunk):
             if written + len(data) > expected_size:
                 raise DownloadError(f"{url}: the server sent more than the announced {expected_size} bytes",
                                     retryable=False)
@@ -155,11 +154,6 @@ def _read_etag(dest: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return text if 0 < len(text) <= 200 and text.isprintable() else None
-
-
-def _short(error: Exception) -> str:
-    text = str(error)
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 __all__ = ["CHUNK", "DownloadError", "DownloadResult", "download", "part_path"]

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 import click
 
-ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "content.cli", "kiosk.cli", "hardware.cli", "hardware.qr_cli",
-                    "demo.cli", "protocol.cli")
+ROLE_CLI_MODULES = ("broker.cli", "broker.hub_cli", "broker.sync_cli", "content.cli", "kiosk.cli", "hardware.cli",
+                    "hardware.qr_cli", "companion_api.cli", "demo.cli", "protocol.cli")
 
 OPTIONAL_MODULES = {
     "sqlite_utils": "hub",
@@ -24,6 +24,11 @@ OPTIONAL_MODULES = {
     "PIL": "qr",
     "fastapi": "api",
     "uvicorn": "api",
+    "jinja2": "api",
+    "babel": "api",
+    "psycopg": "api",
+    "python_multipart": "api",
+    "orjson": "api",
 }
 """Top-level module → the extra of pyproject.toml's [project.optional-dependencies] that installs it. Only these
 may be missing: a role whose extra is not installed (a kiosk has no hub) has no commands on that machine."""
@@ -31,10 +36,12 @@ may be missing: a role whose extra is not installed (a kiosk has no hub) has no 
 ROLE_DESCRIPTIONS = {
     "broker.cli": "site, device and broker commands",
     "broker.hub_cli": "hub commands",
+    "broker.sync_cli": "sync commands",
     "content.cli": "content pack commands",
     "kiosk.cli": "kiosk commands",
     "hardware.cli": "BLE station commands",
     "hardware.qr_cli": "QR reader commands",
+    "companion_api.cli": "companion service commands",
     "demo.cli": "demo and simulate commands",
     "protocol.cli": "docs commands",
 }

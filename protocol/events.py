@@ -255,6 +255,16 @@ class VisitLinked(Event):
     tag_id: str | None = f.identifier("A visitor tag now lent to this visit. " + TAG_ID_DESCRIPTION, optional=True)
 
 
+@event_type("visit.joined", visit="required")
+@dataclass(frozen=True, kw_only=True)
+class VisitJoined(Event):
+    """Two visits became one: a visitor's phone, holding a visit of its own, opened the take-home page of a
+    visit begun at a kiosk (its "My visit" QR code) and joined them. The take-home page of either then shows the
+    works of both. `visit_id` is the visit the phone joined; `other_visit_id` the phone's earlier visit."""
+
+    other_visit_id: str = f.visit("The phone's earlier visit, now part of this one.")
+
+
 @event_type("tag.returned")
 @dataclass(frozen=True, kw_only=True)
 class TagReturned(Event):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ContractError
+from protocol.ids import VISIT_ID
 
 IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 KIND = re.compile(r"^[a-z][a-z_]{0,30}\Z")
@@ -65,7 +66,7 @@ class Spec:
                 return
             raise ContractError("invalid_field", f"{name} is required and may not be null")
         kind = self.kind
-        if kind in ("text", "identifier", "language", "version", "choice", "uuid"):
+        if kind in ("text", "identifier", "language", "version", "choice", "uuid", "visit"):
             if not isinstance(value, str):
                 raise ContractError("invalid_field", f"{name} must be a string, got {type(value).__name__}")
             if kind == "choice":
@@ -135,6 +136,8 @@ class Spec:
                 return "a version string such as 1.4.2"
             case "uuid":
                 return "a UUID"
+            case "visit":
+                return "a visit id (URL-safe, 22 to 64 characters)"
             case "choice":
                 return "one of " + ", ".join(f"`{c}`" for c in self.choices)
             case "text":
@@ -160,6 +163,11 @@ def _field(spec: Spec) -> Any:
 
 def identifier(description: str, *, optional: bool = False) -> Any:
     return _field(Spec("identifier", description, optional, pattern=IDENTIFIER))
+
+
+def visit(description: str, *, optional: bool = False) -> Any:
+    """Another visit's id (the same form as `visit_id`: the derivation of a visit token, `protocol.ids`)."""
+    return _field(Spec("visit", description, optional, pattern=VISIT_ID))
 
 
 def language(description: str, *, optional: bool = False) -> Any:

@@ -25,7 +25,7 @@ from protocol.codec import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_MESSAGE_BYTES
 from protocol.errors import ContractError
 from protocol.events import COMMON_FIELDS, EVENT_TYPES, Event
 from protocol.fields import IDENTIFIER, Spec
-from protocol.ids import event_id_time, format_instant
+from protocol.ids import event_id_time, format_instant, visit_id_for
 from protocol.messages import Ack, Command, ContentAnnouncement, Presence, Rejection, Screenshot
 
 EXAMPLE_EVENT_ID = "01890a5d-ac96-7b2c-8f3e-000000000001"
@@ -189,6 +189,8 @@ def _generic_value(name: str, spec: Spec) -> Any:
             return EXAMPLE_SOFTWARE
         case "uuid":
             return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"museum-platform:{name}"))
+        case "visit":
+            return visit_id_for(f"example-{name}")
         case "choice":
             return spec.choices[0]
         case "text":

@@ -81,6 +81,8 @@ def sample_value(name: str, spec: Spec) -> Any:
             return "2.0.1+build.7"
         case "uuid":
             return str(uuid.uuid4())
+        case "visit":
+            return "V" * 22 + "-_9"
         case "choice":
             return spec.choices[-1]
         case "text":

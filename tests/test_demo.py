@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import io
+import itertools
 import json
 import os
 import queue
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,13 +44,22 @@ from demo.launcher import (
     prepare_site_dir,
     start_problem,
 )
-from demo.simulated_device import StopFlag, due_after_s, paced, restamp, sleep_before
+from demo.simulated_device import (
+    TAKE_HOME_KEPT,
+    StopFlag,
+    TakeHomeFile,
+    due_after_s,
+    paced,
+    read_take_home_file,
+    restamp,
+    sleep_before,
+)
 from demo.simulation import kiosk_events
 from kiosk.settings import KioskSettings
 from protocol.canonical import event_record
-from protocol.events import ArtworkViewed, Event, KioskSessionEnded, OccupancyCounted
+from protocol.events import ArtworkCollected, ArtworkViewed, Event, KioskSessionEnded, OccupancyCounted
 from protocol.fields import IDENTIFIER
-from protocol.ids import event_id_at, event_id_time, parse_instant
+from protocol.ids import event_id_at, event_id_time, parse_instant, visit_id_for
 
 WALL = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SIM = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
@@ -56,9 +68,16 @@ KIOSK_TYPES = {"kiosk.session_started", "kiosk.session_ended", "artwork.viewed",
 GATEWAY_TYPES = {"proximity.entered", "proximity.left", "occupancy.counted", "scanner.status", "device.status"}
 """A gateway is a real station (on a simulated radio): it also reports its scanner's state."""
 KIOSK_APP_TYPES = KIOSK_TYPES | {"content.pack_applied", "content.pack_refused"}
+COMPANION_DEVICE = "companion"
+"""The device_id of the events made on phones at the companion service, which the sync brings down to the hub."""
+PHONE_TYPES = {"artwork.viewed", "artwork.collected", "visit.linked", "visit.joined"}
 HUB_LINE = re.compile(r"^Hub: [\d.]+ events/s, (\d+) events stored$", re.MULTILINE)
 DEVICES_LINE = re.compile(r"^Devices: (\d+) of (\d+) online", re.MULTILINE)
 REFUSED_LINE = re.compile(r"^(\d+) messages? refused as malformed \(kept aside for diagnosis\)$", re.MULTILINE)
+TAKE_HOME_LINE = re.compile(r"^A simulated visitor's take-home page: (http://127\.0\.0\.1:\d+/v/([A-Za-z0-9_-]{22}))$",
+                            re.MULTILINE)
+ARTWORK_LINE = re.compile(r"^The page the QR code next to .* opens on a phone: (http://127\.0\.0\.1:\d+/a/demo/([a-z0-9-]+))$",
+                          re.MULTILINE)
 
 
 # --- pacing, without processes ---------------------------------------------------------------------------
@@ -197,12 +216,37 @@ def test_the_real_kiosks_settings_are_valid_kiosk_settings(tmp_path: Path) -> No
     raw = {"site_id": "demo", "client_id": KIOSK_APP_ID, "kind": "kiosk",
            "broker": {"host": "127.0.0.1", "port": 1883, "username": KIOSK_APP_ID, "password": "x", "tls": False,
                       "discover": False},
-           "kiosk": kiosk_table(spec, tmp_path / "state")}
+           "kiosk": kiosk_table(spec, tmp_path / "state", "http://127.0.0.1:8123")}
     path = tmp_path / "kiosk-app.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
     settings = KioskSettings.from_config(ClientConfig.load(path), path)
     assert (settings.home_room, settings.state_dir) == (spec.zone_id, tmp_path / "state")
-    assert settings.companion_base_url.startswith("https://")
+    assert settings.companion_base_url == "http://127.0.0.1:8123"
+
+
+def test_simulated_visitors_who_collect_keep_their_take_home_url_and_only_the_latest(tmp_path: Path) -> None:
+    museum = load_sample_museum()
+    path = tmp_path / "take-home.txt"
+    collected: dict[str, str] = {}
+    for number in range(2):  # two kiosks sharing the file, as in the demo
+        keeper = TakeHomeFile(path, "http://127.0.0.1:8123")
+        stream = kiosk_events(random.Random(number), museum, "demo", f"kiosk-0{number}", museum.zone_ids[number],
+                              SIM, on_visitor=keeper.visitor)
+        for _, event in itertools.islice(stream, 400):
+            keeper.emitted(event)
+            if isinstance(event, ArtworkCollected) and event.visit_id is not None:
+                collected.setdefault(event.visit_id, event.artwork_id)
+    assert len(collected) > TAKE_HOME_KEPT
+    kept = read_take_home_file(path)
+    assert len(kept) == TAKE_HOME_KEPT == len(path.read_text(encoding="ascii").splitlines())
+    assert path.stat().st_mode & 0o777 == 0o600
+    for url, artwork_id in kept:
+        token = url.rsplit("/", 1)[1]
+        assert url == f"http://127.0.0.1:8123/v/{token}"
+        assert collected[visit_id_for(token)] == artwork_id, "one line per visit, with its first work collected"
+    assert len({url for url, _ in kept}) == TAKE_HOME_KEPT
+    with pytest.raises(ValueError, match="companion base URL"):
+        TakeHomeFile(path, "ftp://example.org")
 
 
 def test_a_kiosk_that_cannot_start_is_explained_by_its_error_lines() -> None:
@@ -465,7 +509,8 @@ def alive(pid: int) -> bool:
 
 def assert_clean_shutdown(site_dir: Path, output: str) -> None:
     pids = started_pids(site_dir)
-    assert {"broker", "hub", "packs", KIOSK_APP_ID, "kiosk-01", "kiosk-02", "kiosk-03"} <= set(pids.values())
+    assert {"broker", "hub", "packs", "companion", "sync", KIOSK_APP_ID, "kiosk-01", "kiosk-02", "kiosk-03"} <= set(
+        pids.values())
     assert [name for pid, name in pids.items() if alive(pid)] == []
     assert processes_mentioning(str(site_dir)) == []
     assert "Had to kill" not in output
@@ -489,6 +534,7 @@ def assert_museum_stored(site_dir: Path, *, full: bool, kiosk_app: bool = True) 
     plan = plan_devices(load_sample_museum(), 3, kiosk_app=kiosk_app)
     by_device, quarantined, states = stored(site_dir)
     assert quarantined == 0
+    assert by_device.pop(COMPANION_DEVICE, set()) <= PHONE_TYPES
     if not kiosk_app:
         assert states.pop(KIOSK_APP_ID, "offline") == "offline"
         assert by_device.pop(KIOSK_APP_ID, set()) <= KIOSK_APP_TYPES
@@ -605,6 +651,20 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
         assert wait_for_line(lines, seen, lambda line: any(title in line for title in titles), 120), "".join(seen)
         applied_at = pack_applied_at(demo_site_dir)
         assert wait_until(lambda: screen_since(applied_at), 120), f"no screenshot since {applied_at} in {screen}"
+        # A simulated visit's take-home page, printed once the companion shows it, and the page of a work it
+        # collected: served by the demo's companion from what the sync brought, titles from the pack it sent.
+        assert ARTWORK_LINE.search("".join(seen)) or wait_for_line(
+            lines, seen, lambda line: bool(ARTWORK_LINE.search(line)), 120), "".join(seen)
+        (take_home_url, token), = TAKE_HOME_LINE.findall("".join(seen))
+        (artwork_url, artwork_id), = ARTWORK_LINE.findall("".join(seen))
+        titles_of_work = [title for _, title in museum.artwork(artwork_id).title.texts]
+        for url in (take_home_url, artwork_url):
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=30) as page:
+                assert page.status == 200
+                body = html.unescape(page.read().decode("utf-8"))
+            assert any(title in body for title in titles_of_work), (url, body[:2000])
+        # Opening the work's page counted as a view there (a phone event), which the sync brought down to the hub.
+        assert wait_until(lambda: "artwork.viewed" in stored(demo_site_dir)[0].get(COMPANION_DEVICE, set()), 60)
     finally:
         output = interrupt(process, lines, seen)
     stored_figures = [int(match[1]) for match in HUB_LINE.finditer(output)]
@@ -617,6 +677,8 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
     assert_clean_shutdown(demo_site_dir, output)
     assert_museum_stored(demo_site_dir, full=True)
     assert_shows_a_picture(shot[0])
+    assert_companion_fed(demo_site_dir, token, output)
+    assert "The take-home page shown above stopped with the demo; `" in output
 
     # The real kiosk's file: enrolled like the others (plain loopback listener, no discovery), its [kiosk]
     # table added, and still readable by its owner only.
@@ -626,7 +688,9 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
     assert (config.kind, config.broker.host, config.broker.tls, config.broker.discover) == (
         "kiosk", "127.0.0.1", False, False)
     assert f"broker on 127.0.0.1:{config.broker.port} (plain, loopback only)" in output
-    assert KioskSettings.from_config(config, config_path).home_room == museum.zone_ids[0]
+    kiosk_settings = KioskSettings.from_config(config, config_path)
+    assert kiosk_settings.home_room == museum.zone_ids[0]
+    assert take_home_url.startswith(f"{kiosk_settings.companion_base_url}/v/")  # its QR codes lead there too
 
     # The figures come from the hub's stats file, which holds what staff watch.
     stats = json.loads(SiteLayout(demo_site_dir).hub_stats_file.read_text(encoding="utf-8"))
@@ -640,6 +704,25 @@ def test_demo_runs_the_museum_and_leaves_nothing_behind(demo_site_dir: Path) -> 
     plan = plan_devices(museum, 3)
     assert {(device["device_id"], device["state"]) for device in stats["devices"]} == {
         (spec.device_id, "offline") for spec in plan}
+
+
+def assert_companion_fed(site_dir: Path, token: str, output: str) -> None:
+    """The sync fed the demo's companion (analytics, the take-home visit, the pack), and the visit's token is
+    nowhere but in the take-home file (bounded, 0600) and the demo's own output."""
+    with sqlite3.connect(site_dir / "demo" / "companion" / "companion.sqlite") as db:
+        analytics = db.execute("SELECT COUNT(*) FROM analytics WHERE site_id = 'demo'").fetchone()[0]
+        visits = {visit for visit, in db.execute("SELECT visit_id FROM take_home")}
+        packs = db.execute("SELECT pack_id FROM packs WHERE site_id = 'demo'").fetchall()
+        text_rows = [str(row) for table in ("analytics", "take_home", "visit_joins", "phone_events", "erasures")
+                     for row in db.execute(f"SELECT * FROM {table}")]
+    assert analytics > 0 and packs == [("demo-museum",)]
+    assert visit_id_for(token) in visits
+    assert not [row for row in text_rows if token in row]
+    kept = site_dir / "demo" / "take-home.txt"
+    assert kept.stat().st_mode & 0o777 == 0o600 and len(kept.read_text("ascii").splitlines()) <= TAKE_HOME_KEPT
+    assert output.count(token) == 1
+    logs = [path for path in site_dir.rglob("*.log") if token in path.read_text("utf-8", errors="replace")]
+    assert logs == []
 
 
 def read_lines(stream: object, into: queue.Queue[str]) -> None:
@@ -687,8 +770,8 @@ def test_sigint_stops_a_running_demo_cleanly_and_it_runs_on_without_a_kiosk_that
            "it:" in output
     assert "Unable to get a Window" in output, output  # Kivy's own words, from the kiosk's output
     assert f"Its whole output: {demo_site_dir / 'demo' / 'kiosk-app.log'}" in output
-    assert "Running: broker, hub, pack server, 3 simulated kiosks and 5 gateways in 5 rooms (no real kiosk: see " \
-           "above)" in output
+    assert "Running: broker, hub, pack server, companion service, sync, 3 simulated kiosks and 5 gateways in 5 " \
+           "rooms (no real kiosk: see above)" in output
     # Left out of the figures: eight devices, none of them the real kiosk.
     assert "Real kiosk" not in output and {total for _, total in DEVICES_LINE.findall(output)} == {"8"}, output
     assert_clean_shutdown(demo_site_dir, output)

@@ -26,6 +26,7 @@ import pytest
 from harness import HubThread, device_config, devices
 from PIL import Image
 from support import assert_not_blank, wait_until
+from sync_support import CompanionProcess, configure_sync, place_pack, sample_pack_for, sync_once
 
 from broker.commands import CommandReply, send_command
 from broker.hub_store import open_reader
@@ -383,6 +384,21 @@ def test_a_visit_end_to_end(make_kiosk, site, sample_pack_file, tmp_path) -> Non
     assert all(token.encode() not in encode_event(event) for event in kiosk.recorded), "what the outbox stores"
     assert kiosk.config.outbox is not None
     assert token.encode() not in file_bytes(kiosk.config.outbox.path)
+
+    # Then the sync takes the visit to the companion service (both real processes, as on a site server), and the
+    # take-home URL of the kiosk's QR code opens a page that lists both works.
+    companion = CompanionProcess(tmp_path / "companion").start()
+    try:
+        configure_sync(site, companion, companion.enroll(site.site_id))
+        place_pack(site, sample_pack_for(site.site_id, tmp_path))
+        sync_once(site)
+        status, page = companion.get(f"/v/{token}")
+        assert status == 200, page
+        for work in (AV_WORK, OTHER_WORK):
+            assert kiosk.title(work, "fr") in page
+        assert token.encode() not in file_bytes(companion.store_path)
+    finally:
+        companion.stop()
 
 
 # --- 2. content published while a visitor is there ------------------------------------------------------------

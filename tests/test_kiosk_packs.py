@@ -255,11 +255,12 @@ def test_a_pack_other_than_the_one_announced_is_refused(packs, tmp_path) -> None
 
 
 IO_LIBRARIES = {"paho": ["bench/paho_baseline.py", "bus/mqtt.py"], "zeroconf": ["bus/discovery.py"],
-                "requests": ["kiosk/pack_download.py"], "kivy": ["kiosk/ui.py"],
+                "requests": ["bus/https.py"], "kivy": ["kiosk/ui.py"],
                 "segno": ["kiosk/take_home.py", "qr/synthetic.py"], "ffpyplayer": [],
                 "bleak": ["hardware/ble.py", "tests/test_ble_scanning.py"],
                 "dbus_fast": ["hardware/ble.py", "tests/test_ble_scanning.py"],
-                "pyzbar": ["qr/zbar.py"], "zxingcpp": ["qr/zxing.py"], "picamera2": ["qr/camera.py"], "linuxpy": []}
+                "pyzbar": ["qr/zbar.py"], "zxingcpp": ["qr/zxing.py"], "picamera2": ["qr/camera.py"], "linuxpy": [],
+                "psycopg": ["companion_api/pg.py"]}
 """Each third-party I/O library and the one module of ours that imports it (ffpyplayer: only through Kivy's
 video and audio providers; picamera2: only inside `qr/camera.py`'s Picamera2Camera, imported when that camera
 opens). Tests, the benchmark and the demo go through those modules too, with three exceptions on purpose: the bus

@@ -23,6 +23,7 @@ from demo.simulation import (
     gateway_events,
     kiosk_events,
     new_visitor,
+    random_token,
     random_visit_id,
     simulate_gateway_activity,
     simulate_kiosk_session,
@@ -42,7 +43,7 @@ from protocol.events import (
     VisitLinked,
 )
 from protocol.fields import IDENTIFIER
-from protocol.ids import is_visit_id
+from protocol.ids import is_visit_id, visit_id_for
 
 START = datetime(2026, 5, 17, 9, 30, tzinfo=UTC)
 SITE = "demo"
@@ -539,10 +540,28 @@ def _closing(rest: list[Event], done: list[Event]) -> list[Event]:
 # --- inputs -----------------------------------------------------------------------------------------------
 
 def test_visit_tokens_are_reproducible_and_well_formed() -> None:
-    tokens = [random_visit_id(random.Random(seed)) for seed in range(500)]
+    tokens = [random_token(random.Random(seed)) for seed in range(500)]
     assert all(len(token) == 22 and is_visit_id(token) for token in tokens)
     assert len(set(tokens)) == 500
-    assert random_visit_id(random.Random(3)) == random_visit_id(random.Random(3))
+    assert random_token(random.Random(3)) == random_token(random.Random(3))
+    # What events carry is the token's derivation, as at a real kiosk, drawn from the same bits.
+    assert random_visit_id(random.Random(3)) == visit_id_for(random_token(random.Random(3)))
+
+
+def test_events_carry_the_derivation_of_the_visitors_token_never_the_token(museum: Museum) -> None:
+    visitors: list[Visitor] = []
+    stream = kiosk_events(random.Random(11), museum, SITE, "kiosk-1", "renaissance", START,
+                          on_visitor=visitors.append)
+    events = [event for _, event in itertools.islice(stream, 200)]
+    sessions = [e for e in events if isinstance(e, KioskSessionStarted)]
+    assert len(visitors) >= len(sessions) > 5
+    assert [e.visit_id for e in sessions] == [v.visit_id for v in visitors[:len(sessions)]]
+    assert all(v.visit_id == visit_id_for(v.token) for v in visitors)
+    wire = b"".join(encode_event(e) for e in events).decode()
+    assert not [v.token for v in visitors if v.token in wire]
+    # The same visits as without the callback: it draws nothing from the rng.
+    plain = kiosk_events(random.Random(11), museum, SITE, "kiosk-1", "renaissance", START)
+    assert fingerprint([e for _, e in itertools.islice(plain, 200)]) == fingerprint(events)
 
 
 def test_bad_arguments_are_refused(museum: Museum) -> None:

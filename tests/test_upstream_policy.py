@@ -15,13 +15,16 @@ from broker.upstream_policy import (
     FIELD_POLICY,
     SITE_ONLY,
     AnalyticsRecord,
+    TakeHomeItem,
+    TakeHomeJoin,
     new_pseudonym_key,
     upstream_records,
+    visit_pseudonym,
 )
 from content.sample import load_sample_museum
 from demo.simulation import gateway_events, kiosk_events, tag_id_of
 from protocol.canonical import EventRecord, event_record
-from protocol.events import EVENT_TYPES, ProximityLeft, ScannerStatus, VisitLinked
+from protocol.events import EVENT_TYPES, ProximityLeft, ScannerStatus, VisitJoined, VisitLinked
 
 START = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 KEY = bytes(range(32))
@@ -75,7 +78,7 @@ def test_a_simulated_day_leaves_no_raw_identifier_and_no_precise_time() -> None:
 def test_take_home_items_are_keyed_by_the_stored_derivation_and_dated_by_day() -> None:
     records = simulated_day()
     stored_visits = {r.visit_id for r in records if r.visit_id}
-    items = [t for _, t in (upstream_records(r, KEY) for r in records) if t is not None]
+    items = [t for _, t in (upstream_records(r, KEY) for r in records) if isinstance(t, TakeHomeItem)]
     assert {item.visit_id for item in items} <= stored_visits
     assert {item.kind for item in items} == {"collected", "opened", "lingered"}
     assert {item.day for item in items} <= {(START + timedelta(days=n)).date().isoformat() for n in range(3)}
@@ -114,3 +117,26 @@ def test_a_field_the_policy_does_not_name_stops_the_sync() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         upstream_records(record, b"short")
 
+
+
+def test_a_joined_visit_goes_up_as_a_join_with_both_sides_pseudonymised_alike() -> None:
+    kiosk_visit, phone_visit = "K" * 43, "P" * 43
+    joined = event_record(VisitJoined.create(site_id="demo", device_id="companion", occurred_at=START,
+                                             visit_id=kiosk_visit, other_visit_id=phone_visit))
+    analytics, join = upstream_records(joined, KEY)
+    assert join == TakeHomeJoin(kiosk_visit, phone_visit, START.date().isoformat())
+    assert isinstance(analytics, AnalyticsRecord)
+    # The phone's earlier visit has the pseudonym its own events carry, so the figures see one visit.
+    assert analytics.visitor == visit_pseudonym(kiosk_visit, KEY)
+    assert analytics.fields == {"other_visit_id": visit_pseudonym(phone_visit, KEY)}
+    assert phone_visit not in json.dumps(asdict(analytics))
+
+
+def test_the_period_cut_from_the_text_is_the_quarter_hour_floor() -> None:
+    from broker.upstream_policy import _period_of, floor_period
+    from protocol.ids import format_instant
+
+    rng = random.Random(9)
+    for _ in range(2_000):
+        instant = START + timedelta(milliseconds=rng.randrange(3 * 24 * 3600 * 1000))
+        assert _period_of(format_instant(instant)) == format_instant(floor_period(instant))
