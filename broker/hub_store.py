@@ -186,6 +186,7 @@ def _v5(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
+
 def round_guards(conn: sqlite3.Connection) -> tuple[str | None, bool]:
     """(the sync's horizon, or None while no sync has run; whether any visit is erased at all), for a commit that
     stores events: one statement over two one-row lookups. While no visit is erased (the usual case), nothing else
