@@ -609,7 +609,7 @@ def test_captions_transcript_parsing(tmp_path: Path) -> None:
 
 # --- offline -----------------------------------------------------------------------------------------------------
 
-def until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 10.0) -> T:
+def until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 30.0) -> T:
     """`read()` again until `done` says yes (the service worker writes its caches after answering)."""
     deadline = time.monotonic() + timeout_s
     while True:
