@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -438,3 +440,20 @@ def _dwell_fault(value: Any) -> str | None:
                          and 0 <= value <= MAX_DWELL_S):
         return None
     return f"dwell_s must be null or a number of seconds from 0 to {int(MAX_DWELL_S)}; got {_show(value)}"
+
+
+PACK_CHUNK = 4 * 1024 * 1024
+"""Bytes of a pack file read at a time while it is stored: a pack of hundreds of megabytes never sits in memory."""
+
+
+def pack_chunks(path: Path, size: int) -> Iterator[bytes]:
+    """The first `size` bytes of the file at `path`, in chunks; ValueError if the file is shorter by then (it
+    changed while it was being stored)."""
+    with path.open("rb") as source:
+        remaining = size
+        while remaining:
+            chunk = source.read(min(PACK_CHUNK, remaining))
+            if not chunk:
+                raise ValueError(f"{path} became shorter while it was being stored")
+            yield chunk
+            remaining -= len(chunk)

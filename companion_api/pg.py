@@ -33,7 +33,7 @@ import psycopg
 from psycopg import errors, pq, sql
 
 from companion_api.migrations import ANALYTICS_COLUMNS, Dialect
-from companion_api.model import AnalyticsRow, StoreError
+from companion_api.model import PACK_CHUNK, AnalyticsRow, StoreError, pack_chunks
 
 __all__ = ["PgBackend", "copy_rows", "create_database", "drop_database", "unreachable"]
 
@@ -41,7 +41,6 @@ CONNECT_TIMEOUT_S = 10
 ACQUIRE_TIMEOUT_S = 30.0
 IDLE_CHECK_S = 30.0
 """A connection idle longer than this is checked before use (the server may have restarted meanwhile)."""
-PACK_CHUNK = 4 * 1024 * 1024
 _ANALYTICS_COLUMNS = ", ".join(ANALYTICS_COLUMNS)
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
@@ -254,14 +253,8 @@ class PgTx:
                             "FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(_COPY_SIGNATURE + struct.pack("!h", 6) + _text(site_id) + _text(sha256) + _text(pack_id)
                        + struct.pack("!iq", 8, pack_version) + struct.pack("!i", size))
-            with path.open("rb") as source:
-                remaining = size
-                while remaining:
-                    chunk = source.read(min(PACK_CHUNK, remaining))
-                    if not chunk:
-                        raise ValueError(f"{path} became shorter while it was being stored")
-                    copy.write(chunk)
-                    remaining -= len(chunk)
+            for chunk in pack_chunks(path, size):
+                copy.write(chunk)
             copy.write(_text(received_at) + _COPY_TRAILER)
 
     def read_pack(self, site_id: str, sha256: str, dest: Path) -> bool:

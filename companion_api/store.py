@@ -43,6 +43,7 @@ from companion_api.migrations import ANALYTICS_COLUMNS, LATEST, VERSION_TABLE, D
 from companion_api.model import (
     INSTANT,
     MAX_PACK_BYTES,
+    PACK_CHUNK,
     SHA256,
     AnalyticsRow,
     Down,
@@ -56,6 +57,7 @@ from companion_api.model import (
     SyncBatch,
     TakeHomeRow,
     VisitView,
+    pack_chunks,
 )
 from protocol.fields import IDENTIFIER
 from protocol.ids import format_instant, utc_now
@@ -86,7 +88,6 @@ IN_CHUNK = 500
 """Values per `IN (…)` list: far below either engine's limit on parameters."""
 PURGE_CHUNK = 10_000
 """Analytics rows deleted per transaction by retention: other writers get their turn between chunks."""
-PACK_CHUNK = 4 * 1024 * 1024
 TRANSIENT_RETRIES = 3
 
 T = TypeVar("T")
@@ -698,14 +699,9 @@ class _SqliteTx:
             (site_id, sha256, pack_id, pack_version, size, received_at)).fetchone()[0]
         # Streamed through an incremental blob handle: a pack of hundreds of megabytes never sits in memory. Other
         # writers wait meanwhile (a second or so for the largest pack, within busy_timeout); readers do not.
-        with self._conn.blobopen("packs", "body", rowid) as blob, path.open("rb") as source:
-            remaining = size
-            while remaining:
-                chunk = source.read(min(PACK_CHUNK, remaining))
-                if not chunk:
-                    raise ValueError(f"{path} became shorter while it was being stored")
+        with self._conn.blobopen("packs", "body", rowid) as blob:
+            for chunk in pack_chunks(path, size):
                 blob.write(chunk)
-                remaining -= len(chunk)
 
     def read_pack(self, site_id: str, sha256: str, dest: Path) -> bool:
         row = self._conn.execute("SELECT rowid FROM packs WHERE site_id = ? AND sha256 = ?",
